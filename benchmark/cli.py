@@ -1,0 +1,345 @@
+"""Command line: ``python -m benchmark <command> --help``.
+
+Every user mistake (a bad recipe, an unknown key, a missing dataset) ends as one
+line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from benchmark.errors import ConfigError, UserError
+
+DESCRIPTION = """\
+Reproducibility harness for two deep-metric-learning papers: DM² (Diversified
+Mutual Metric Learning) and ABE (Attention-based Ensemble). Every table row of
+both papers is a recipe (recipes/), every printed number is in tables/; runs are
+tracked in MLflow and compared with the paper by `report`.
+
+Selectors name recipes: 'dm2/table1', 'dm2' (all DM² tables), 'abe', 'all', or a
+comma list. Profiles: 'paper' (the papers' settings, real data, a GPU) and
+'smoke' (bundled synthetic data, tiny models, minutes on a CPU).
+
+State lives in $BENCHMARK_HOME (default ./.benchmark); MLflow tracks to
+$MLFLOW_TRACKING_URI or sqlite:///$BENCHMARK_HOME/mlflow.db.
+"""
+
+
+# ---------------------------------------------------------------------------
+# shared options
+# ---------------------------------------------------------------------------
+
+
+def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
+    p.add_argument("selector", help="recipes to use: dm2/table1 | dm2 | abe | all | comma list")
+    p.add_argument("--profile", default="paper", help="paper (default: the papers' settings) or smoke (synthetic data, CPU)")
+    if seeds:
+        p.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat every run with seeds 0..N-1 (default 1)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every run, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--overrides", action="append", default=[], metavar="FILE",
+                   help="YAML file of config overrides (e.g. the output of `tune`), applied before --set")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder with the official datasets (CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/)")
+    p.add_argument("--row", dest="rows", action="append", metavar="NAME", help="only this table row (repeatable)")
+    p.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
+                   choices=["cub200", "cars196", "sop", "inshop"], help="only this dataset (repeatable)")
+
+
+def _context(args: argparse.Namespace):
+    from benchmark.layers import expand_dotted
+    from benchmark.recipes import Context, override_layer
+    from benchmark.yamlio import load_yaml, parse_scalar
+
+    overrides = []
+    for path in args.overrides:
+        data = load_yaml(Path(path))
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: an overrides file must be a mapping of config keys to values")
+        for key, value in expand_flat(data).items():
+            overrides.append(override_layer(key, value, f"{path}: {key}"))
+    for item in args.sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set optim.lr=1e-4")
+        overrides.append(override_layer(key.strip(), parse_scalar(value), f"--set {key.strip()}"))
+    seeds = list(range(getattr(args, "seeds", 1)))
+    if not seeds:
+        raise ConfigError("--seeds: must be at least 1")
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise UserError(f"--data-root {args.data_root}: no such folder")
+    return Context(profile=args.profile, seeds=seeds, overrides=overrides, data_root=args.data_root,
+                   rows=args.rows, datasets=args.datasets)
+
+
+def expand_flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}, 'c.d': 2} -> {'a.b': 1, 'c.d': 2} (leaves are values)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v and not key.endswith(("params", "synthetic")):
+            out.update(expand_flat(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _specs(args: argparse.Namespace):
+    from benchmark.recipes import Catalog, expand
+
+    catalog = Catalog()
+    recipes = catalog.select(args.selector)
+    for r in recipes:
+        if args.profile not in r.profile_names():
+            raise ConfigError(f"--profile {args.profile}: {r.name} has no such profile (known: {', '.join(r.profile_names())})")
+    return catalog, expand(catalog, recipes, _context(args))
+
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner.local import execute, plan
+    from benchmark.runner.preflight import preflight
+    from benchmark.runner.tracking import Tracker
+
+    _, specs = _specs(args)
+    preflight(specs)
+    tracker = Tracker()
+    planned = plan(specs, tracker)
+    todo = sum(r.state != "finished" for r in planned)
+    print(f"{len(planned)} runs: {len(planned) - todo} finished already, {todo} to run "
+          f"(profile {args.profile}, tracking {tracker.uri})", file=sys.stderr)
+    if args.dry_run:
+        return 0
+    summary = execute(planned, tracker, device=args.device, progress=not args.no_progress)
+    print(f"done: {summary['made']} made ({summary['resumed']} resumed), {summary['reused']} reused, "
+          f"{summary['seconds']} s", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from benchmark.runner.local import plan
+    from benchmark.runner.tracking import Tracker
+
+    _, specs = _specs(args)
+    planned = plan(specs, Tracker())
+    if args.format == "json":
+        print(json.dumps([r.as_dict() for r in planned], indent=1))
+        return 0
+    from tabulate import tabulate
+
+    rows = [[r.spec.hash, r.state, r.spec.label, len(r.spec.cells), r.spec.teacher.hash if r.spec.teacher else ""] for r in planned]
+    print(tabulate(rows, headers=["hash", "state", "run", "cells", "needs"]))
+    todo = sum(r.state != "finished" for r in planned)
+    print(f"\n{len(planned)} runs, {todo} to run")
+    return 0
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from benchmark.recipes import Catalog
+    from benchmark.report import paper_cells
+
+    cells = paper_cells(Catalog(), args.selector)
+    if args.format == "json":
+        print(json.dumps(cells, indent=1))
+    else:
+        from tabulate import tabulate
+
+        print(tabulate([[c["paper"], c["table"], c["row"], c["column"], c["value"]] for c in cells],
+                       headers=["paper", "table", "row", "column", "value"]))
+    return 0
+
+
+def _report_profile(args: argparse.Namespace, tracker_uri: str) -> str:
+    if args.profile != "auto":
+        return args.profile
+    from benchmark.runner.tracking import Tracker
+
+    tracker = Tracker(tracker_uri)
+    runs = tracker.client.search_runs(tracker._all_experiment_ids(), "tags.`bench.profile` = 'paper' and attributes.status = 'FINISHED'", max_results=1)
+    return "paper" if runs else "smoke"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.recipes import Catalog
+    from benchmark.report import report_cells, write_report
+    from benchmark.runner.home import tracking_uri
+
+    uri = tracking_uri()
+    profile = _report_profile(args, uri)
+    catalog = Catalog()
+    if args.format == "json":
+        print(json.dumps(report_cells(catalog, args.selector, profile, uri), indent=1))
+        return 0
+    paths = write_report(catalog, args.selector, profile, uri, out_dir=Path(args.out), extra_index=_tuning_entries(args))
+    print(f"profile {profile}: wrote {len(paths)} files under {args.out}/ (index {Path(args.out) / 'README.md'})", file=sys.stderr)
+    return 0
+
+
+def _tuning_entries(args) -> list:
+    try:
+        from benchmark.tune import report_entries
+    except ImportError:
+        return []
+    return report_entries(Path(args.out))
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from benchmark.recipes import Catalog, Context, Resolver, row_runs
+    from benchmark.stats import config_model_stats
+
+    catalog = Catalog()
+    ctx = Context(profile=args.profile)
+    resolver = Resolver(catalog, ctx)
+    out = []
+    for recipe in catalog.select(args.selector):
+        seen = set()
+        for rr in row_runs(catalog, recipe, ctx):
+            if rr.row in seen:
+                continue
+            seen.add(rr.row)
+            cfg = resolver.resolve(recipe, rr.binding, rr.dataset, rr.cropped, 0)
+            stats = config_model_stats(cfg)
+            paper = {}
+            row = next(r for r in rr.table.rows if r.name == rr.row)
+            for col, value in zip(rr.table.columns, row.values):
+                if col.metric in ("params_1e7", "gflops") and value is not None:
+                    paper[col.metric] = value
+            out.append({"table": recipe.name, "row": rr.row, **stats,
+                        **{f"paper_{k}": v for k, v in paper.items()}})
+    if args.format == "json":
+        print(json.dumps([{k: v for k, v in o.items()} for o in out], indent=1))
+    else:
+        from tabulate import tabulate
+
+        print(tabulate(out, headers="keys", floatfmt=".3f"))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from benchmark.perf import run_perf
+
+    result = run_perf(quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.recipes import Catalog
+
+    catalog = Catalog()
+    for name in catalog.runnable_names():
+        r = catalog.recipe(name)
+        t = catalog.table(r.table_key)
+        print(f"{name:18s} {t.kind:6s} {t.title}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmark.tune import cmd_tune as tune
+
+    return tune(args)
+
+
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="train every run a selection needs (skips finished runs, resumes killed ones)",
+                       description="Train every run the selected recipes need, teachers first. Finished runs "
+                                   "(same config hash in MLflow) are skipped; an interrupted run resumes from its "
+                                   "last checkpoint when the command is repeated.")
+    _add_selection(p)
+    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
+    p.add_argument("--dry-run", action="store_true", help="check and plan, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="json: print a summary object at the end")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="list the runs a selection needs, their hashes, cells and state",
+                       description="Resolve the selected recipes into runs without training: each run's config "
+                                   "hash, the table cells it fills, what it needs (a teacher) and whether it finished.")
+    _add_selection(p)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report", help="write paper-vs-reproduced tables (Markdown, LaTeX) and figures",
+                       description="Collect finished runs from MLflow and write reports/<paper>/<table>.md and .tex, "
+                                   "figures as PNG and PDF, and the index reports/README.md. Each cell: the paper's "
+                                   "number, the reproduced mean ± std over seeds (n), and the difference.")
+    p.add_argument("selector", nargs="?", default="all", help="recipes to report (default all)")
+    p.add_argument("--profile", default="auto",
+                   help="whose runs to report: paper | smoke | auto (default: paper if any paper run finished, else smoke)")
+    p.add_argument("--out", default="reports", help="output folder (default reports)")
+    p.add_argument("--format", choices=["files", "json"], default="files",
+                   help="json: print every cell instead of writing files")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("paper", help="print every number the papers print, as the project holds them")
+    p.add_argument("selector", nargs="?", default="all")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("stats", help="#params and GFLOPs of the models of a selection (no data, no training)")
+    p.add_argument("selector")
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("perf", help="speed/memory benchmarks as ratios against baselines measured in the same run",
+                       description="Measures in one process: eval_speedup_vs_pml (our Recall@1 vs "
+                                   "pytorch-metric-learning's AccuracyCalculator on 20,000 512-d embeddings), "
+                                   "cohort_step_ratio_vs_independent (a 4-member DM² step with temporal diversity vs "
+                                   "four single-model steps) and multiview_data_ratio (4 views vs 1 view per image).")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--quick", action="store_true", help="smaller problems (for tests), same ratios")
+    p.set_defaults(func=cmd_perf)
+
+    p = sub.add_parser("list", help="list the recipes and the tables they reproduce")
+    p.set_defaults(func=cmd_list)
+
+    try:
+        from benchmark.tune import add_parser as add_tune
+    except ImportError:
+        add_tune = None
+    if add_tune is not None:
+        add_tune(sub, _add_selection)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: repeat the command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

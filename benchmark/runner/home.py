@@ -1,0 +1,46 @@
+"""Where the harness keeps its state: BENCHMARK_HOME and the MLflow tracking URI.
+
+    $BENCHMARK_HOME (default ./.benchmark)
+      data/            generated synthetic datasets (smoke profile, tests)
+      runs/<hash>/     a run's working files: checkpoint.pt, best.pt, final.pt
+      optuna/          tuning studies (file storage)
+      mlflow.db        the default MLflow store (SQLite), artifacts in mlartifacts/
+
+MLFLOW_TRACKING_URI, when set, is honoured for tracking.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "BENCHMARK_HOME"
+
+
+def benchmark_home() -> Path:
+    return Path(os.environ.get(HOME_ENV, ".benchmark")).resolve()
+
+
+def runs_dir() -> Path:
+    return benchmark_home() / "runs"
+
+
+def data_cache_dir() -> Path:
+    return benchmark_home() / "data"
+
+
+def run_dir(run_hash: str) -> Path:
+    return runs_dir() / run_hash
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = benchmark_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def artifact_location() -> str:
+    return (benchmark_home() / "mlartifacts").as_uri()

@@ -1,0 +1,186 @@
+"""Table files: the papers' printed numbers and what each column measures.
+
+Format: tables/README.md. Loaded by the planner (which cells a run fills) and by
+the report (paper vs reproduced).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmark.errors import ConfigError
+from benchmark.yamlio import load_yaml
+
+DATASETS = ("cub200", "cars196", "sop", "inshop")
+DATASET_NAMES = {
+    "cub200": "CUB-200-2011",
+    "cars196": "Cars-196",
+    "sop": "SOP",
+    "inshop": "In-Shop",
+}
+STAT_METRICS = ("params_1e7", "gflops")
+ARTIFACT_METRICS = ("pair_cosine_histogram", "attention_masks")
+
+
+def metric_key(metric: str) -> str:
+    """Logged name of a table metric: MLflow forbids '@' ('recall@1' -> 'recall_at_1')."""
+    return metric.replace("@", "_at_")
+
+
+@dataclass
+class Column:
+    id: str
+    header: str
+    dataset: str
+    metric: str
+    source: str
+    group: Optional[str] = None
+    cropped: bool = False
+
+    def attr(self, name: str) -> Any:
+        return getattr(self, name, None)
+
+    @property
+    def is_stat(self) -> bool:
+        return self.metric in STAT_METRICS
+
+    @property
+    def is_artifact(self) -> bool:
+        return self.metric in ARTIFACT_METRICS
+
+
+@dataclass
+class Row:
+    name: str
+    values: list[Optional[float]]
+    stds: Optional[list[Optional[float]]] = None
+    cited: bool = False
+    labels: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    paper: str
+    id: str
+    kind: str
+    title: str
+    caption: str
+    columns: list[Column]
+    rows: list[Row]
+    path: Path
+    row_labels: list[str] = field(default_factory=list)
+    plot: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.paper}/{self.id}"
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def select_columns(self, where: dict[str, Any] | None, where_label: str) -> list[Column]:
+        """Columns whose attributes match ``where`` (values: glob or list of globs)."""
+        if not where:
+            return list(self.columns)
+        out = []
+        for col in self.columns:
+            ok = True
+            for key, want in where.items():
+                if key not in Column.__dataclass_fields__:
+                    raise ConfigError(f"{where_label}.{key}: not a column attribute "
+                                      f"(use one of {', '.join(Column.__dataclass_fields__)})")
+                have = col.attr(key)
+                wants = want if isinstance(want, list) else [want]
+                if not any(_match(have, w) for w in wants):
+                    ok = False
+                    break
+            if ok:
+                out.append(col)
+        if not out:
+            raise ConfigError(f"{where_label}: matches no column of {self.path.name}")
+        return out
+
+
+def _match(have: Any, want: Any) -> bool:
+    if isinstance(want, str) and isinstance(have, str):
+        return fnmatch.fnmatchcase(have, want)
+    return have == want
+
+
+_COLUMN_KEYS = {"id", "header", "dataset", "metric", "source", "group", "cropped"}
+_ROW_KEYS = {"name", "values", "stds", "cited", "labels", "attrs"}
+_TABLE_KEYS = {"paper", "id", "kind", "title", "caption", "columns", "rows", "row_labels", "plot"}
+
+
+def load_table(path: Path) -> Table:
+    data = load_yaml(path)
+    where = str(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    for key in data:
+        if key not in _TABLE_KEYS:
+            raise ConfigError(f"{where}: {key}: unknown key (known: {', '.join(sorted(_TABLE_KEYS))})")
+    for key in ("paper", "id", "kind", "columns", "rows"):
+        if key not in data:
+            raise ConfigError(f"{where}: {key}: missing")
+    if data["kind"] not in ("table", "figure"):
+        raise ConfigError(f"{where}: kind: expected table or figure, got {data['kind']!r}")
+    columns = []
+    for i, c in enumerate(data["columns"] or []):
+        cw = f"{where}: columns[{i}]"
+        if not isinstance(c, dict):
+            raise ConfigError(f"{cw}: expected a mapping")
+        unknown = set(c) - _COLUMN_KEYS
+        if unknown:
+            raise ConfigError(f"{cw}.{sorted(unknown)[0]}: unknown key")
+        for key in ("id", "dataset", "metric", "source"):
+            if key not in c:
+                raise ConfigError(f"{cw}.{key}: missing")
+        if c["dataset"] not in DATASETS:
+            raise ConfigError(f"{cw}.dataset: expected one of {', '.join(DATASETS)}, got {c['dataset']!r}")
+        columns.append(Column(
+            id=str(c["id"]), header=str(c.get("header", c["id"])), dataset=c["dataset"],
+            metric=str(c["metric"]), source=str(c["source"]), group=c.get("group"),
+            cropped=bool(c.get("cropped", False)),
+        ))
+    ids = [c.id for c in columns]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: columns: duplicate column ids")
+    rows = []
+    for i, r in enumerate(data["rows"] or []):
+        rw = f"{where}: rows[{i}]"
+        if not isinstance(r, dict) or "name" not in r:
+            raise ConfigError(f"{rw}.name: missing")
+        unknown = set(r) - _ROW_KEYS
+        if unknown:
+            raise ConfigError(f"{rw}.{sorted(unknown)[0]}: unknown key")
+        values = r.get("values")
+        if values is None:
+            values = [None] * len(columns)
+        if len(values) != len(columns):
+            raise ConfigError(f"{rw}.values: {len(values)} values for {len(columns)} columns")
+        stds = r.get("stds")
+        if stds is not None and len(stds) != len(columns):
+            raise ConfigError(f"{rw}.stds: {len(stds)} values for {len(columns)} columns")
+        rows.append(Row(
+            name=str(r["name"]), values=[None if v is None else float(v) for v in values],
+            stds=None if stds is None else [None if v is None else float(v) for v in stds],
+            cited=bool(r.get("cited", False)), labels=dict(r.get("labels") or {}),
+            attrs=dict(r.get("attrs") or {}),
+        ))
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: rows: duplicate row names")
+    return Table(
+        paper=str(data["paper"]), id=str(data["id"]), kind=data["kind"],
+        title=str(data.get("title", "")), caption=str(data.get("caption", "")),
+        columns=columns, rows=rows, path=path,
+        row_labels=list(data.get("row_labels") or []), plot=dict(data.get("plot") or {}),
+    )

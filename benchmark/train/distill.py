@@ -1,0 +1,126 @@
+"""Distillation of a trained teacher's ensemble into one student (DM² Table 4).
+
+The teacher is another run (its ``final.pt`` arrives as ``inputs['teacher']``);
+the runner makes it first. The teacher embedding is the concatenation of the
+chosen members' L2-normalised embeddings (all members by default), computed in
+eval mode without gradients. The student minimises
+
+    L = L_distill(student, teacher) + metric_weight · L_metric(student)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.config import TrainConfig, semantic_dict
+from benchmark.errors import UserError
+from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, load_file, param_groups, sorted_items
+
+
+def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: torch.device):
+    """The teacher method with its final weights; checks the file is that teacher's."""
+    from benchmark.train import build_method
+
+    teacher_cfg = cfg.distill.teacher
+    if path is None or not Path(path).exists():
+        raise UserError(f"distill.teacher: the teacher's weights file {path} is missing; run the teacher job first")
+    final = load_file(path)
+    if sorted_items(final.get("config")) != sorted_items(semantic_dict(teacher_cfg)):
+        raise UserError(f"{path}: these weights are not from the teacher job this run names (config differs)")
+    teacher = build_method(teacher_cfg, num_classes, device, {})
+    teacher.load_weights(final["weights"])
+    return teacher
+
+
+class DistillMethod:
+    primary_source = "student"
+    views = 1
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device, teacher_path: Path | None):
+        from benchmark.losses import build_distill_loss, build_metric_loss
+        from benchmark.models import build_embedding_model
+
+        self.cfg = cfg
+        self.dc = cfg.distill
+        self.device = device
+        self.teacher = load_teacher(cfg, teacher_path, num_classes, device)
+        self.student = build_embedding_model(
+            self.dc.student,
+            backbone_seed=derive_seed(cfg.seed, "backbone", self.dc.student.arch),
+            head_seed=derive_seed(cfg.seed, "student_head"),
+        ).to(device)
+        self.distill_loss = build_distill_loss(self.dc.loss, self.dc.params)
+        self.metric_loss = build_metric_loss(cfg.loss, num_classes, self.dc.student.embedding_dim).to(device)
+        loss_params = self.metric_loss.parameters() if self.dc.metric_weight > 0 else []
+        self.optimizer = build_optimizer(cfg.optim, param_groups(cfg.optim, self.student.parameters(), loss_params))
+        self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.schedule.epochs)
+
+    @torch.no_grad()
+    def teacher_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.teacher.embed(images)
+        members = self.dc.teacher_members
+        if members:
+            keys = [f"member{i}" for i in members]
+            missing = [k for k in keys if k not in out]
+            if missing:
+                raise UserError(f"distill.teacher_members: the teacher has no {', '.join(missing)}")
+            return torch.cat([out[k] for k in keys], dim=1)
+        return out["ensemble"]
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
+        x = images[:, 0]
+        target = self.teacher_embedding(x)
+        self.student.train()
+        e = self.student(x)
+        distill = self.distill_loss(e, target)
+        loss = distill
+        out = {"distill_loss": float(distill.detach())}
+        if self.dc.metric_weight > 0:
+            metric = self.metric_loss(e, labels)
+            loss = loss + self.dc.metric_weight * metric
+            out["metric_loss"] = float(metric.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        out["loss"] = float(loss.detach())
+        return out
+
+    def end_epoch(self) -> None:
+        self.scheduler.step()
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.student.eval()
+        return {"student": self.student(images), "teacher": self.teacher_embedding(images)}
+
+    def fixed_sources(self) -> list[str]:
+        return ["teacher"]
+
+    def aggregate(self, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "student": self.student.state_dict(),
+            "metric_loss": self.metric_loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.metric_loss.load_state_dict(state["metric_loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def weights(self) -> dict:
+        return {"student": self.student.state_dict()}
+
+    def load_weights(self, weights: dict) -> None:
+        self.student.load_state_dict(weights["student"])
+
+    def artifacts(self, splits: Any, data_cfg: Any, workdir: Path) -> list[tuple[Path, str]]:
+        return []

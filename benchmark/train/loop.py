@@ -1,0 +1,233 @@
+"""The epoch loop every method shares: data, evaluation, model selection,
+checkpoints and resumption, logging.
+
+A *method* (cohort, ABE, distillation) supplies the models and one training
+step; this loop owns everything around it. Files in ``workdir``:
+
+- ``checkpoint.pt``: the full training state after the last finished epoch
+  (models, optimisers, schedulers, selection state). A killed run restarts from
+  it and loses at most the epoch in progress.
+- ``best.pt``: the weights of the best evaluation so far (selection best_*).
+- ``final.pt``: the weights of the selected evaluation, with the config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.config import TrainConfig, to_dict
+from benchmark.errors import UserError
+from benchmark.train.api import TrainLogger, TrainResult
+from benchmark.train.common import config_fingerprint, generator, load_file, metric_name, save_atomic, seed_globals
+
+CHECKPOINT_FORMAT = 1
+
+
+class Method(Protocol):
+    """What a training method gives the loop."""
+
+    views: int  # augmented views per image in a training batch
+    primary_source: str  # the embedding model selection looks at
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
+        """One optimisation step; ``progress`` = epochs done so far (fractional)."""
+
+    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eval-mode embeddings per source for a batch (no grad)."""
+
+    def fixed_sources(self) -> list[str]:
+        """Sources whose embeddings never change (a frozen teacher): evaluated once."""
+
+    def aggregate(self, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Derived sources (e.g. mean/std over ABE learners) from per-source metrics."""
+
+    def end_epoch(self) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def weights(self) -> dict: ...
+
+    def load_weights(self, weights: dict) -> None: ...
+
+    def artifacts(self, splits: Any, data_cfg: Any, workdir: Path) -> list[tuple[Path, str]]: ...
+
+
+@dataclass
+class Selection:
+    """Which evaluation the run reports (TrainConfig.selection)."""
+
+    mode: str
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    last_epoch: int = -1
+
+    def key(self, primary: str) -> Optional[str]:
+        if self.mode == "best_test":
+            return f"test/{primary}/recall_at_1"
+        if self.mode == "best_val":
+            return f"val/{primary}/recall_at_1"
+        return None
+
+    def update(self, epoch: int, metrics: dict[str, float], primary: str) -> bool:
+        """Record an evaluation; True when it becomes the selected one."""
+        self.last_metrics, self.last_epoch = dict(metrics), epoch
+        key = self.key(primary)
+        if key is None:
+            self.best_metrics, self.best_epoch = dict(metrics), epoch
+            return True
+        value = metrics.get(key, -math.inf)
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
+            return True
+        return False
+
+
+def _flatten(prefix: str, per_source: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    return {f"{prefix}/{src}/{metric_name(k)}": float(v) for src, ms in per_source.items() for k, v in ms.items()}
+
+
+class Evaluator:
+    """Embeds a split with every source of a method and scores retrieval."""
+
+    def __init__(self, cfg: TrainConfig, splits: Any, device: torch.device):
+        from benchmark.data import eval_batches
+
+        self.cfg = cfg
+        self.splits = splits
+        self.device = device
+        self._eval_batches = eval_batches
+        self._fixed: dict[str, dict[str, dict[str, float]]] = {}
+
+    def _embed(self, method: Method, split) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        chunks: dict[str, list[torch.Tensor]] = {}
+        labels = []
+        for images, y in self._eval_batches(self.cfg.data, split, self.cfg.eval.batch_size):
+            out = method.embed(images.to(self.device, non_blocking=True))
+            for src, e in out.items():
+                chunks.setdefault(src, []).append(e.float().cpu())
+            labels.append(y)
+        return {s: torch.cat(c) for s, c in chunks.items()}, torch.cat(labels)
+
+    def _score(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
+        from benchmark.evaluate import query_gallery_metrics, retrieval_metrics
+
+        ks = list(self.cfg.eval.recall_ks)
+        map_r = self.cfg.eval.map_at_r
+        if split_name == "test" and self.splits.test is None:
+            q, ql = self._embed(method, self.splits.query)
+            g, gl = self._embed(method, self.splits.gallery)
+            return {s: query_gallery_metrics(q[s], ql, g[s], gl, ks, map_r=map_r) for s in q}
+        split = self.splits.test if split_name == "test" else self.splits.val
+        emb, labels = self._embed(method, split)
+        return {s: retrieval_metrics(e, labels, ks, map_r=map_r) for s, e in emb.items()}
+
+    def evaluate(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
+        per_source = self._score(method, split_name)
+        fixed = set(method.fixed_sources())
+        if fixed:
+            if split_name not in self._fixed:
+                self._fixed[split_name] = {s: m for s, m in per_source.items() if s in fixed}
+            per_source.update(self._fixed[split_name])
+        return method.aggregate(per_source)
+
+
+def run_loop(
+    cfg: TrainConfig,
+    method: Method,
+    splits: Any,
+    device: torch.device,
+    logger: TrainLogger,
+    workdir: Path,
+    *,
+    progress: bool = True,
+    desc: str = "",
+) -> TrainResult:
+    from benchmark.data import TrainBatches
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, best_path, final_path = workdir / "checkpoint.pt", workdir / "best.pt", workdir / "final.pt"
+    fingerprint = config_fingerprint(cfg)
+    selection = Selection(cfg.selection)
+    start_epoch = 0
+    if ckpt_path.exists():
+        state = load_file(ckpt_path)
+        if state.get("fingerprint") != fingerprint:
+            raise UserError(f"{ckpt_path}: checkpoint belongs to a different configuration; delete {workdir} to start over")
+        method.load_state_dict(state["method"])
+        selection = Selection(**state["selection"])
+        start_epoch = state["epoch"] + 1
+
+    batches = TrainBatches(cfg.data, splits.train, views=method.views, seed=cfg.seed)
+    evaluator = Evaluator(cfg, splits, device)
+    epochs = cfg.schedule.epochs
+    iters = cfg.schedule.iterations_per_epoch
+    epochs_run = 0
+    for epoch in range(start_epoch, epochs):
+        seed_globals(cfg.seed, epoch, "global")
+        gen = generator(cfg.seed, epoch, "method")
+        stream = batches.epoch(epoch, iters)
+        n_iters = iters if iters is not None else max(len(splits.train.labels) // cfg.data.batch_size, 1)
+        bar = tqdm(stream, total=n_iters, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), leave=False, disable=not progress, unit="it")
+        sums: dict[str, float] = {}
+        count = 0
+        for i, (images, labels) in enumerate(bar):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            losses = method.train_step(images, labels, epoch + i / max(n_iters, 1), gen)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            if progress and "loss" in losses:
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
+        bar.close()
+        for k, v in sums.items():
+            if not math.isfinite(v):
+                raise FloatingPointError(f"training diverged: {k} is {v} in epoch {epoch + 1}")
+        method.end_epoch()
+        logged = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+        last = epoch == epochs - 1
+        if (epoch + 1) % cfg.schedule.eval_every == 0 or last:
+            metrics = _flatten("test", evaluator.evaluate(method, "test"))
+            if splits.val is not None:
+                metrics.update(_flatten("val", evaluator.evaluate(method, "val")))
+            logged.update(metrics)
+            if selection.update(epoch, metrics, method.primary_source) and selection.mode != "last":
+                save_atomic(method.weights(), best_path)
+        logger.log_metrics(logged, step=epoch + 1)
+        epochs_run += 1
+        if (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 or last:
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "method": method.state_dict(),
+                    "selection": selection.__dict__,
+                },
+                ckpt_path,
+            )
+
+    # The selected weights: the last evaluation, or the best one.
+    if selection.mode != "last" and best_path.exists():
+        method.load_weights(load_file(best_path))
+    save_atomic({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg, semantic=True), "method": cfg.method, "weights": method.weights()}, final_path)
+    final = {k.replace("test/", "final/", 1): v for k, v in selection.best_metrics.items() if k.startswith("test/")}
+    final.update({k.replace("val/", "final_val/", 1): v for k, v in selection.best_metrics.items() if k.startswith("val/")})
+    # The fixed-budget numbers of the same run, beside whatever selection reported.
+    final.update({k.replace("test/", "final_last/", 1): v for k, v in selection.last_metrics.items() if k.startswith("test/")})
+    final["final/epoch"] = float(selection.best_epoch + 1)
+    logger.log_metrics(final, step=epochs)
+    for path, subdir in method.artifacts(splits, cfg.data, workdir):
+        logger.log_artifact(path, subdir)
+    return TrainResult(final_metrics=final, checkpoint=final_path, epochs_run=epochs_run)

@@ -1,0 +1,99 @@
+"""The DM² cohort trainer: temporal diversity, λ warm-up, skipped members, view diversity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark import config as C
+from benchmark.train.cohort import CohortMethod, lambda_at, update_probabilities
+from benchmark.train.common import generator
+
+
+def members(*archs):
+    return [C.ModelConfig(arch=a, pretrained=False, embedding_dim=16) for a in archs]
+
+
+def test_temporal_probabilities_halve_per_member():
+    probs = update_probabilities(members(*["tiny_inception"] * 4), C.TemporalConfig(enabled=True, base=0.5))
+    assert probs == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_temporal_probabilities_per_architecture_in_mixed_cohorts():
+    # DM² Sec. 4.7: 3xBNI + 1xR50 -> (1, .5, .25, 1); 2+2 -> (1, .5, 1, .5)
+    t = C.TemporalConfig(enabled=True, base=0.5, per_architecture=True)
+    assert update_probabilities(members("bn_inception", "bn_inception", "bn_inception", "resnet50"), t) == [1, 0.5, 0.25, 1]
+    assert update_probabilities(members("bn_inception", "bn_inception", "resnet50", "resnet50"), t) == [1, 0.5, 1, 0.5]
+    assert update_probabilities(members("bn_inception", "resnet50", "resnet50", "resnet50"), t) == [1, 1, 0.5, 0.25]
+    flat = dataclasses.replace(t, per_architecture=False)
+    assert update_probabilities(members("bn_inception", "resnet50", "resnet50", "resnet50"), flat) == [1, 0.5, 0.25, 0.125]
+    assert update_probabilities(members("a", "b"), C.TemporalConfig(enabled=False)) == [1.0, 1.0]
+
+
+def test_lambda_warms_up_linearly_then_stays():
+    c = C.CohortConfig(lambda_mutual=20.0, lambda_warmup_epochs=3.0)
+    assert lambda_at(c, 0.0) == 0.0
+    assert lambda_at(c, 1.5) == pytest.approx(10.0)
+    assert lambda_at(c, 3.0) == 20.0
+    assert lambda_at(c, 7.0) == 20.0
+    assert lambda_at(C.CohortConfig(lambda_mutual=5.0, lambda_warmup_epochs=0.0), 0.0) == 5.0
+
+
+def _cohort(view_diversity=True, temporal=True, lam=20.0):
+    cfg = C.TrainConfig(
+        method="cohort",
+        data=C.DataConfig(batch_size=12, images_per_class=3, crop_size=32, resize_size=32),
+        loss=C.LossConfig(name="triplet", params={"margin": 0.2}),
+        optim=C.OptimConfig(lr=1e-3),
+        cohort=C.CohortConfig(members=members(*["tiny_inception"] * 4), lambda_mutual=lam, lambda_warmup_epochs=0.0,
+                              temporal=C.TemporalConfig(enabled=temporal), view_diversity=view_diversity),
+        device="cpu",
+    )
+    return CohortMethod(C.normalize(cfg), num_classes=4, device=torch.device("cpu"))
+
+
+def _batch(views):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, views, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(4).repeat_interleave(3)
+    return images, labels
+
+
+def test_members_not_drawn_for_update_keep_their_weights():
+    method = _cohort()
+    assert method.views == 4
+    images, labels = _batch(4)
+    before = [[p.detach().clone() for p in m.parameters()] for m in method.models]
+    gen = generator(0, "test")
+    draws = torch.rand(4, generator=generator(0, "test")).tolist()  # what train_step will draw
+    expected = [d < p for d, p in zip(draws, method.probabilities)]
+    out = method.train_step(images, labels, 5.0, gen)
+    assert out["updated_members"] == sum(expected)
+    for l, m in enumerate(method.models):
+        changed = any(not torch.equal(a, b) for a, b in zip(before[l], m.parameters()))
+        assert changed == expected[l], f"member {l + 1}: updated={changed}, drawn={expected[l]}"
+        if not expected[l]:
+            assert all(p.grad is None for p in m.parameters())
+    assert expected[0]  # p^1 = 1: the first member is always updated
+
+
+def test_mutual_term_is_logged_only_with_lambda_and_views_are_shared_without_view_diversity():
+    method = _cohort(view_diversity=False, temporal=False)
+    assert method.views == 1
+    images, labels = _batch(1)
+    out = method.train_step(images, labels, 5.0, generator(0))
+    assert out["updated_members"] == 4 and out["mutual_loss"] > 0 and out["lambda"] == 20.0
+    independent = _cohort(lam=0.0, temporal=False)
+    out = independent.train_step(*_batch(4), 5.0, generator(0))
+    assert "mutual_loss" not in out and out["lambda"] == 0.0
+
+
+def test_ensemble_is_the_concatenation_of_members():
+    method = _cohort()
+    images, _ = _batch(1)
+    out = method.embed(images[:, 0])
+    assert set(out) == {"member1", "member2", "member3", "member4", "ensemble"}
+    assert torch.allclose(out["ensemble"], torch.cat([out[f"member{i}"] for i in range(1, 5)], dim=1))
+    assert torch.allclose(out["member1"].norm(dim=1), torch.ones(12), atol=1e-5)

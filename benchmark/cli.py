@@ -112,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner.tracking import Tracker
 
     _, specs = _specs(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     preflight(specs)
     tracker = Tracker()
     planned = plan(specs, tracker)
@@ -271,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "last checkpoint when the command is repeated.")
     _add_selection(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 suits the smoke profile's tiny models on a busy machine)")
     p.add_argument("--dry-run", action="store_true", help="check and plan, train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: print a summary object at the end")

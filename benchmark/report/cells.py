@@ -410,8 +410,9 @@ def _collect(catalog: Catalog, selected: list[Selected], profile: str, store: Ru
                     mkey = metric_key(col.metric)
                     cell["reproduced"], cell["std"], cell["n"] = _mean_std(
                         [r.metrics.get(f"final/{source}/{mkey}") for r in runs])
-                    cell["clean"], cell["clean_std"], cell["clean_n"] = _mean_std(
-                        [r.metrics.get(f"final_last/{source}/{mkey}") for r in runs])
+                    if spec.config.selection != "last":  # otherwise the same numbers
+                        cell["clean"], cell["clean_std"], cell["clean_n"] = _mean_std(
+                            [r.metrics.get(f"final_last/{source}/{mkey}") for r in runs])
                     if runs and cell["n"] == 0:
                         cell["note"] = f"runs have no metric final/{source}/{mkey}"
                 cells.append(cell)

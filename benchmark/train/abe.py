@@ -34,9 +34,7 @@ class ABEMethod:
         self.cfg = cfg
         self.abe = cfg.abe
         self.device = device
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(cfg.seed, "abe_model"))
-            self.model = build_abe_model(cfg.abe).to(device)
+        self.model = build_abe_model(cfg.abe, seed=derive_seed(cfg.seed, "abe_model")).to(device)
         self.M = cfg.abe.learners
         self.loss = build_metric_loss(cfg.loss, num_classes, cfg.abe.embedding_dim // self.M).to(device)
         self.optimizer = build_optimizer(cfg.optim, param_groups(cfg.optim, self.model.parameters(), self.loss.parameters()))
@@ -47,7 +45,7 @@ class ABEMethod:
 
         self.model.train()
         emb = self.model(images[:, 0])  # [B, M, d]
-        metric = sum(self.loss(emb[:, m], labels) for m in range(self.M)) 
+        metric = sum(self.loss(emb[:, m], labels) for m in range(self.M))
         loss = metric
         out = {}
         if self.abe.divergence and self.M > 1:
@@ -124,7 +122,7 @@ class ABEMethod:
             path = workdir / "pair_cosine.npz"
             np.savez_compressed(path, **pair_cosines(torch.cat(embs), torch.cat(labels)))
             out.append((path, "figures"))
-        if art.attention_masks > 0 and hasattr(self.model, "attention_masks"):
+        if art.attention_masks > 0 and self.abe.variant == "abe":
             images = next(iter(eval_batches(data_cfg, split, art.attention_masks)))[0][: art.attention_masks]
             self.model.eval()
             with torch.no_grad():

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import TrainConfig
-from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, param_groups
+from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, param_groups
 
 
 class ABEMethod:
@@ -59,7 +59,7 @@ class ABEMethod:
         return out
 
     def end_epoch(self) -> None:
-        self.scheduler.step()
+        step_scheduler(self.scheduler)
 
     @torch.no_grad()
     def learner_embeddings(self, images: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from benchmark.config import CohortConfig, ModelConfig, TemporalConfig, TrainConfig
-from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, param_groups
+from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, param_groups
 
 
 def update_probabilities(members: list[ModelConfig], temporal: TemporalConfig) -> list[float]:
@@ -143,7 +143,7 @@ class CohortMethod:
 
     def end_epoch(self) -> None:
         for s in self.schedulers:
-            s.step()
+            step_scheduler(s)
 
     # -- evaluation ---------------------------------------------------------
     @torch.no_grad()

@@ -83,6 +83,16 @@ def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epochs: 
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
 
 
+def step_scheduler(scheduler) -> None:
+    """Advance an epoch. A cohort member that temporal diversity never drew in an
+    epoch has not stepped its optimiser; torch warns about that order, harmlessly."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves half a file."""
     path = Path(path)

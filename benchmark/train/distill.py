@@ -17,7 +17,7 @@ import torch
 
 from benchmark.config import TrainConfig, semantic_dict
 from benchmark.errors import UserError
-from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, load_file, param_groups, sorted_items
+from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, load_file, param_groups, sorted_items
 
 
 def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: torch.device):
@@ -33,6 +33,15 @@ def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: 
     teacher = build_method(teacher_cfg, num_classes, device, {})
     teacher.load_weights(final["weights"])
     return teacher
+
+
+def teacher_dimension(cfg: TrainConfig) -> int:
+    """Size of the teacher embedding the student is distilled from."""
+    t = cfg.distill.teacher
+    if t.method == "abe":
+        return t.abe.embedding_dim
+    members = cfg.distill.teacher_members or list(range(1, len(t.cohort.members) + 1))
+    return sum(t.cohort.members[i - 1].embedding_dim for i in members if 0 < i <= len(t.cohort.members))
 
 
 class DistillMethod:
@@ -52,9 +61,25 @@ class DistillMethod:
             backbone_seed=derive_seed(cfg.seed, "backbone", self.dc.student.arch),
             head_seed=derive_seed(cfg.seed, "student_head"),
         ).to(device)
-        self.distill_loss = build_distill_loss(self.dc.loss, self.dc.params)
+        student_dim, teacher_dim = self.dc.student.embedding_dim, teacher_dimension(cfg)
+        # Compact's absolute loss compares student and teacher embeddings of the
+        # same image, so it needs equal sizes; the DM² paper distils a 1024/2048-d
+        # ensemble into a 512-d student without saying how. We learn a linear map
+        # from the student's embedding to the teacher's space, used only by the
+        # loss (an assumption listed in recipes/dm2/table4.yaml).
+        self.projection = None
+        if self.dc.loss == "compact" and student_dim != teacher_dim:
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "compact_projection"))
+            self.projection = torch.nn.Linear(student_dim, teacher_dim, bias=False)
+            with torch.no_grad():
+                self.projection.weight.copy_(torch.randn(teacher_dim, student_dim, generator=g) / student_dim**0.5)
+            self.projection.to(device)
+            student_dim = teacher_dim
+        self.distill_loss = build_distill_loss(self.dc.loss, self.dc.params, student_dim=student_dim, teacher_dim=teacher_dim)
         self.metric_loss = build_metric_loss(cfg.loss, num_classes, self.dc.student.embedding_dim).to(device)
-        loss_params = self.metric_loss.parameters() if self.dc.metric_weight > 0 else []
+        loss_params = list(self.metric_loss.parameters()) if self.dc.metric_weight > 0 else []
+        if self.projection is not None:
+            loss_params += list(self.projection.parameters())
         self.optimizer = build_optimizer(cfg.optim, param_groups(cfg.optim, self.student.parameters(), loss_params))
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.schedule.epochs)
 
@@ -75,7 +100,7 @@ class DistillMethod:
         target = self.teacher_embedding(x)
         self.student.train()
         e = self.student(x)
-        distill = self.distill_loss(e, target)
+        distill = self.distill_loss(self.projection(e) if self.projection is not None else e, target)
         loss = distill
         out = {"distill_loss": float(distill.detach())}
         if self.dc.metric_weight > 0:
@@ -89,7 +114,7 @@ class DistillMethod:
         return out
 
     def end_epoch(self) -> None:
-        self.scheduler.step()
+        step_scheduler(self.scheduler)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -106,6 +131,7 @@ class DistillMethod:
         return {
             "student": self.student.state_dict(),
             "metric_loss": self.metric_loss.state_dict(),
+            "projection": self.projection.state_dict() if self.projection is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
         }
@@ -113,6 +139,8 @@ class DistillMethod:
     def load_state_dict(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
         self.metric_loss.load_state_dict(state["metric_loss"])
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

@@ -1,0 +1,262 @@
+"""Image decoding and augmentation on uint8 tensors [3, H, W].
+
+Randomness: torchvision's v2 transform classes draw their parameters from the
+global torch RNG and take no generator, which would make a batch depend on
+which worker built it and on everything drawn before. So the train transforms
+here draw their parameters from an explicit per-view random stream (a
+:class:`~benchmark.data.rng.SplitMix64` the loader seeds from seed, epoch,
+batch, position and view) and apply them with the functional ops (the resize
+through the very kernel ``torchvision.transforms.v2.functional.resize``
+dispatches to for uint8, bit-identical, without the wrapper's per-call cost).
+The parameter distributions are the ones of ``RandomResizedCrop``,
+``RandomCrop`` and ``RandomHorizontalFlip``.
+
+Data is never normalised here: models normalise their own uint8 input.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+
+try:  # torchvision marks its decoders deprecated (0.29, for TorchCodec); PIL if they go
+    from torchvision.io import ImageReadMode, decode_image
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    decode_image = None
+
+from benchmark.config import DataConfig
+from benchmark.errors import ConfigError, DatasetNotFoundError
+
+from .readers import DatasetFormatError
+
+# Counts decodes in this process (tests use it with num_workers=0 to prove an
+# image is decoded once per batch whatever the number of views).
+_DECODES = 0
+
+
+def decode_count() -> int:
+    """Images decoded so far in this process."""
+    return _DECODES
+
+
+def load_image(path: str, box: Optional[np.ndarray] = None) -> torch.Tensor:
+    """Read and decode an image to uint8 RGB [3,H,W]; crop to ``box`` (x1,y1,x2,y2) if given."""
+    global _DECODES
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"image file missing: {path} (listed in the dataset's annotation files)") from None
+    except OSError as exc:
+        raise DatasetNotFoundError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+    img = _decode_with_torchvision(data) if decode_image is not None else None
+    if img is None:  # formats/variants libjpeg-turbo/libpng reject (e.g. some CMYK, GIF)
+        img = _decode_with_pil(path)
+    _DECODES += 1
+    if box is not None:
+        img = crop_box(img, box)
+    return img
+
+
+def _decode_with_torchvision(data: bytes) -> Optional[torch.Tensor]:
+    """libjpeg-turbo/libpng via torchvision (~4x faster than PIL on small JPEGs); None on failure."""
+    with warnings.catch_warnings():
+        # torchvision 0.29 warns on every call that its decoders are deprecated in
+        # favour of TorchCodec, which is not a dependency of this project.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError):
+            return None
+
+
+def _decode_with_pil(path: str) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DatasetFormatError(f"cannot decode image {path}: {exc}") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def crop_box(img: torch.Tensor, box: np.ndarray) -> torch.Tensor:
+    """Crop to the box (x1, y1, x2, y2) in pixels, clamped to the image; whole image if empty."""
+    _, h, w = img.shape
+    x1 = min(max(int(math.floor(box[0])), 0), w)
+    y1 = min(max(int(math.floor(box[1])), 0), h)
+    x2 = min(max(int(math.ceil(box[2])), 0), w)
+    y2 = min(max(int(math.ceil(box[3])), 0), h)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return img
+    return img[:, y1:y2, x1:x2]
+
+
+# ---------------------------------------------------------------------------
+# Geometry helpers
+# ---------------------------------------------------------------------------
+
+
+def _resize(img: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
+    """``F.resize(img, [nh, nw], antialias=True)`` via its kernel (see :func:`resized_crop`)."""
+    if img.shape[-2:] == (nh, nw):
+        return img
+    return torch.nn.functional.interpolate(
+        img.unsqueeze(0), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+
+
+def _resize_longer(img: torch.Tensor, size: int) -> torch.Tensor:
+    _, h, w = img.shape
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    return _resize(img, nh, nw)
+
+
+def _resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
+    _, h, w = img.shape
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    return _resize(img, nh, nw)
+
+
+def _pad_square(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad with zeros, image centred, to size x size."""
+    _, h, w = img.shape
+    ph, pw = size - h, size - w
+    if ph <= 0 and pw <= 0:
+        return img
+    ph, pw = max(ph, 0), max(pw, 0)
+    return F.pad(img, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
+
+
+def rrc_params(
+    h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float], rng
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a RandomResizedCrop box; ``rng.random()`` gives uniforms.
+
+    The distribution of torchvision's RandomResizedCrop (area fraction uniform in
+    ``scale``, log aspect ratio uniform in ``ratio``, 10 tries, then a central crop
+    with the ratio clamped), written out because its parameter sampler reads the
+    global RNG.
+    """
+    area = h * w
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.random())
+        aspect = math.exp(log_lo + (log_hi - log_lo) * rng.random())
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.random() * (h - ch + 1)), int(rng.random() * (w - cw + 1)), ch, cw
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        cw, ch = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        ch, cw = h, int(round(h * max(ratio)))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def resized_crop(img: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)`` for uint8.
+
+    ``img`` is [3,H,W] or [1,3,H,W] (the result has the same rank). Calls the
+    kernel torchvision itself dispatches to (bilinear, antialiased interpolate
+    on uint8; a test checks the output is bit-identical) without the v2
+    wrapper, which costs ~3x the kernel on the tiny smoke images where we call
+    it once per view.
+    """
+    batched = img.dim() == 4
+    x = img if batched else img.unsqueeze(0)
+    crop = x[:, :, top : top + height, left : left + width]
+    if height != size or width != size:
+        crop = torch.nn.functional.interpolate(
+            crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    return crop if batched else crop[0]
+
+
+# ---------------------------------------------------------------------------
+# Transforms
+# ---------------------------------------------------------------------------
+
+
+def _check_sizes(cfg: DataConfig) -> None:
+    if cfg.crop_size <= 0 or cfg.resize_size <= 0:
+        raise ConfigError("data.crop_size / data.resize_size: must be positive")
+    if cfg.crop_size > cfg.resize_size:  # both test transforms (and resize_pad_random_crop) crop the resized image
+        raise ConfigError(
+            f"data.crop_size: {cfg.crop_size} is larger than data.resize_size={cfg.resize_size}, "
+            f"from which test_transform {cfg.test_transform} crops"
+        )
+    lo, hi = cfg.rrc_scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.rrc_scale: expected 0 < min <= max <= 1, got {list(cfg.rrc_scale)}")
+    lo, hi = cfg.rrc_ratio
+    if not 0 < lo <= hi:
+        raise ConfigError(f"data.rrc_ratio: expected 0 < min <= max, got {list(cfg.rrc_ratio)}")
+
+
+class TrainTransform:
+    """``cfg.train_transform`` with parameters drawn from an explicit generator."""
+
+    def __init__(self, cfg: DataConfig):
+        _check_sizes(cfg)
+        self.kind = cfg.train_transform
+        self.crop = cfg.crop_size
+        self.resize = cfg.resize_size
+        self.scale = tuple(cfg.rrc_scale)
+        self.ratio = tuple(cfg.rrc_ratio)
+        self.hflip = cfg.hflip
+
+    def prepare(self, img: torch.Tensor) -> torch.Tensor:
+        """The deterministic part shared by every view (done once per image) -> [1,3,H',W']."""
+        if self.kind == "resize_pad_random_crop":
+            img = _pad_square(_resize_longer(img, self.resize), self.resize)
+        return img.unsqueeze(0)
+
+    def view(self, prepared: torch.Tensor, rng) -> tuple[torch.Tensor, bool]:
+        """One random view of a ``prepare``d image: ([1,3,crop,crop], flip?).
+
+        ``rng`` is any object with ``random()`` (the loader passes a per-view
+        :class:`~benchmark.data.rng.SplitMix64`). The flip is returned rather than
+        applied so a batch can flip all its flipped views in one operation.
+        """
+        h, w = prepared.shape[-2:]
+        if self.kind == "random_resized_crop":
+            top, left, ch, cw = rrc_params(h, w, self.scale, self.ratio, rng)
+            out = resized_crop(prepared, top, left, ch, cw, self.crop)
+        else:
+            top, left = int(rng.random() * (h - self.crop + 1)), int(rng.random() * (w - self.crop + 1))
+            out = prepared[:, :, top : top + self.crop, left : left + self.crop]
+        return out, self.hflip and rng.random() < 0.5
+
+    def __call__(self, img: torch.Tensor, rng) -> torch.Tensor:
+        """One random view of a decoded image [3,H,W] -> [3,crop,crop]."""
+        out, flip = self.view(self.prepare(img), rng)
+        return out[0].flip(-1) if flip else out[0]
+
+
+class EvalTransform:
+    """``cfg.test_transform``: deterministic -> uint8 [3, crop, crop]."""
+
+    def __init__(self, cfg: DataConfig):
+        _check_sizes(cfg)
+        self.kind = cfg.test_transform
+        self.crop = cfg.crop_size
+        self.resize = cfg.resize_size
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.kind == "resize_center_crop":
+            img = _resize_shorter(img, self.resize)
+        else:
+            img = _pad_square(_resize_longer(img, self.resize), self.resize)
+        return F.center_crop(img, [self.crop, self.crop])

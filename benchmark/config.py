@@ -48,6 +48,9 @@ class SyntheticConfig:
     image_size: int = 64  # longer side in pixels
     difficulty: float = 1.0  # nuisance strength; higher is harder
     seed: int = 0
+    # Version of the image generator (benchmark.data.synthetic.GENERATOR_VERSION).
+    # Part of a run's identity, so runs made on other synthetic images are never reused.
+    generator: int = 2
 
 
 @dataclass

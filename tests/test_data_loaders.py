@@ -208,6 +208,33 @@ def test_views_differ_but_come_from_the_same_image(patterned):
         assert len({gb[v].numpy().tobytes() for v in range(4)}) == 4
 
 
+def test_batch_views_are_torchvisions_resized_crop_and_flip(patterned):
+    """The channels-last fast path (resize on interleaved pixels, numpy transpose +
+    flip into the batch) gives the bytes of torchvision's planar
+    ``resized_crop(antialias=True)`` + ``hflip`` with the same parameters."""
+    from benchmark.data.loaders import _VIEW_STREAM
+    from benchmark.data.rng import derive_seed
+    from benchmark.data.transforms import load_image
+
+    cfg = dataclasses.replace(CFG, crop_size=12, rrc_scale=(0.05, 1.0))  # both up- and down-scaling
+    tb = TrainBatches(cfg, patterned, 4, 7)
+    flips = 0
+    for b, (x, _) in enumerate(tb.epoch(2, 2)):
+        assert x.is_contiguous()
+        for pos, idx in enumerate(tb.batch_indices(2, 2)[b]):
+            img = load_image(patterned.paths[idx]).contiguous()  # planar, as torchvision is used
+            base = derive_seed(_VIEW_STREAM, 7, 2, b, pos)
+            for v in range(4):
+                rng = SplitMix64(derive_seed(base, v))
+                top, left, h, w = rrc_params(*img.shape[-2:], cfg.rrc_scale, cfg.rrc_ratio, rng)
+                expected = F.resized_crop(img, top, left, h, w, [12, 12], antialias=True)
+                if rng.random() < 0.5:
+                    expected = F.horizontal_flip(expected)
+                    flips += 1
+                assert torch.equal(x[pos, v], expected)
+    assert 0 < flips < 64
+
+
 def test_each_image_decoded_once_per_batch(patterned):
     tb = TrainBatches(CFG, patterned, 4, 0)
     before = decode_count()

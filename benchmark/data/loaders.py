@@ -151,10 +151,15 @@ class _TrainBatchDataset(Dataset):
 
     def build(self, epoch: int, batch_index: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         with _one_thread():
+            c = self.transform.crop
+            out = torch.empty(len(indices) * self.views, 3, c, c, dtype=torch.uint8)
+            # Each view comes channels-last (interleaved RGB, what the fast resize
+            # reads and writes); numpy copies it into the planar batch, flipping
+            # it in the same pass (a negative stride), one copy per view.
+            dst = out.numpy()
             prepared: dict[int, torch.Tensor] = {}
-            views: list[torch.Tensor] = []
-            flips: list[int] = []
             boxes = self.split.boxes
+            k = 0
             for pos, idx in enumerate(indices):
                 img = prepared.get(idx)
                 if img is None:  # decoded once per batch, however many views / repeats
@@ -165,14 +170,9 @@ class _TrainBatchDataset(Dataset):
                 base = derive_seed(_VIEW_STREAM, self.seed, epoch, batch_index, pos)
                 for v in range(self.views):
                     view, flip = self.transform.view(img, SplitMix64(derive_seed(base, v)))
-                    if flip:
-                        flips.append(len(views))
-                    views.append(view)
-            out = torch.cat(views)
-            if flips:  # one operation for all flipped views
-                sel = torch.tensor(flips)
-                out[sel] = out[sel].flip(-1)
-            c = self.transform.crop
+                    src = view.numpy()[0]
+                    np.copyto(dst[k], src[:, :, ::-1] if flip else src)
+                    k += 1
             out = out.view(len(indices), self.views, 3, c, c)
             labels = torch.from_numpy(self.split.labels[np.asarray(indices, dtype=np.int64)])
         return out, labels

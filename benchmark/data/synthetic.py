@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zlib
 import math
 import os
 import shutil
@@ -39,7 +40,7 @@ from benchmark.config import SyntheticConfig
 from benchmark.errors import ConfigError
 
 # Bump when the drawing or the layout changes: the cache key includes it.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: content also depends on the dataset name
 
 _PALETTE = np.array(
     [
@@ -230,12 +231,19 @@ def cache_key(dataset: str, cfg: SyntheticConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _images(cfg: SyntheticConfig):
+def content_seed(dataset: str, cfg: SyntheticConfig) -> int:
+    """The stand-ins for different datasets hold different images (otherwise a
+    smoke CUB and a smoke Cars run would compute the same thing)."""
+    return (int(cfg.seed) << 32) ^ zlib.crc32(dataset.encode())
+
+
+def _images(cfg: SyntheticConfig, dataset: str):
     """Yield (class index 0..C-1, image index, PIL image, box)."""
+    seed = content_seed(dataset, cfg)
     for c in range(cfg.classes):
-        proto = _prototype(cfg.seed, c)
+        proto = _prototype(seed, c)
         for j in range(cfg.images_per_class):
-            img, box = _draw_image(proto, cfg.seed, c, j, cfg.image_size, cfg.difficulty)
+            img, box = _draw_image(proto, seed, c, j, cfg.image_size, cfg.difficulty)
             yield c, j, img, box
 
 
@@ -246,7 +254,7 @@ def _save(img: Image.Image, path: Path) -> None:
 
 def _write_cub(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
     images, labels, boxes, split, classes = [], [], [], [], {}
-    for k, (c, j, img, box) in enumerate(_images(cfg), start=1):
+    for k, (c, j, img, box) in enumerate(_images(cfg, "cub200"), start=1):
         cid = c + 1 if c < n_train else 101 + (c - n_train)
         cname = f"{cid:03d}.Synthetic_{cid}"
         classes[cid] = cname
@@ -269,7 +277,7 @@ def _write_cars(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
 
     fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
     records = []
-    for k, (c, j, img, box) in enumerate(_images(cfg), start=1):
+    for k, (c, j, img, box) in enumerate(_images(cfg, "cars196"), start=1):
         cid = c + 1 if c < n_train else 99 + (c - n_train)
         rel = f"car_ims/{k:06d}.jpg"
         _save(img, root / rel)
@@ -288,7 +296,7 @@ def _write_sop(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
     header = "image_id class_id super_class_id path"
     rows = {"train": [header], "test": [header]}
     counters = {"train": 0, "test": 0}
-    for c, j, img, _box in _images(cfg):
+    for c, j, img, _box in _images(cfg, "sop"):
         which = "train" if c < n_train else "test"
         cid = c + 1
         sup = c % len(_SOP_SUPER)
@@ -302,7 +310,7 @@ def _write_sop(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
 
 def _write_inshop(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
     rows = []
-    for c, j, img, _box in _images(cfg):
+    for c, j, img, _box in _images(cfg, "inshop"):
         item = f"id_{c + 1:08d}"
         rel = f"img/SYNTHETIC/Objects/{item}/{j:02d}_1_front.jpg"
         _save(img, root / rel)
@@ -326,6 +334,13 @@ def ensure_synthetic(dataset: str, cfg: SyntheticConfig, cache_dir: Path) -> Pat
     directory that is renamed into place: a present directory is complete, and
     concurrent callers race harmlessly (the loser discards its copy).
     """
+    if cfg.generator != GENERATOR_VERSION:
+        from benchmark.errors import ConfigError
+
+        raise ConfigError(
+            f"data.synthetic.generator: this version of the harness generates version {GENERATOR_VERSION} "
+            f"synthetic data, not {cfg.generator}"
+        )
     n_train, _ = _check(dataset, cfg)
     cache_dir = Path(cache_dir)
     name = f"{dataset}-synthetic-{cfg.classes}x{cfg.images_per_class}-{cfg.image_size}px-{cache_key(dataset, cfg)}"

@@ -205,6 +205,20 @@ def _check_sizes(cfg: DataConfig) -> None:
         raise ConfigError(f"data.rrc_ratio: expected 0 < min <= max, got {list(cfg.rrc_ratio)}")
 
 
+def to_channels_last(img: torch.Tensor) -> torch.Tensor:
+    """[3,H,W] -> [1,3,H,W] with channels-last memory (strides H*W*3, 1, W*3, 3), same values.
+
+    Built through an explicit [1,H,W,3] tensor so that the batch stride is a
+    proper one: ``img.unsqueeze(0)`` of a decoded image gives batch stride 3,
+    which ``suggest_memory_format`` does not take for channels-last, and the
+    resize would then write (slowly) a planar output.
+    """
+    hwc = img.permute(1, 2, 0)
+    if not hwc.is_contiguous():
+        hwc = hwc.contiguous()
+    return hwc.unsqueeze(0).permute(0, 3, 1, 2)
+
+
 class TrainTransform:
     """``cfg.train_transform`` with parameters drawn from an explicit generator."""
 
@@ -218,17 +232,26 @@ class TrainTransform:
         self.hflip = cfg.hflip
 
     def prepare(self, img: torch.Tensor) -> torch.Tensor:
-        """The deterministic part shared by every view (done once per image) -> [1,3,H',W']."""
+        """The deterministic part shared by every view (done once per image) -> [1,3,H',W'].
+
+        The result is channels-last in memory (pixels with interleaved RGB, as
+        libjpeg-turbo decodes them, so usually no copy): torch's AVX2 uint8
+        antialiased resize works on interleaved pixels, and with a
+        channels-last input it also writes a channels-last output, skipping its
+        scalar repacking to planar, which costs as much as the resize itself.
+        The loader transposes (and flips) each view into the planar batch.
+        """
         if self.kind == "resize_pad_random_crop":
             img = _pad_square(_resize_longer(img, self.resize), self.resize)
-        return img.unsqueeze(0)
+        return to_channels_last(img)
 
     def view(self, prepared: torch.Tensor, rng) -> tuple[torch.Tensor, bool]:
         """One random view of a ``prepare``d image: ([1,3,crop,crop], flip?).
 
         ``rng`` is any object with ``random()`` (the loader passes a per-view
         :class:`~benchmark.data.rng.SplitMix64`). The flip is returned rather than
-        applied so a batch can flip all its flipped views in one operation.
+        applied so the loader can fuse it with the copy into the batch. The view
+        has the memory layout of ``prepared`` (channels-last, see :meth:`prepare`).
         """
         h, w = prepared.shape[-2:]
         if self.kind == "random_resized_crop":
@@ -240,9 +263,9 @@ class TrainTransform:
         return out, self.hflip and rng.random() < 0.5
 
     def __call__(self, img: torch.Tensor, rng) -> torch.Tensor:
-        """One random view of a decoded image [3,H,W] -> [3,crop,crop]."""
+        """One random view of a decoded image [3,H,W] -> [3,crop,crop] (contiguous)."""
         out, flip = self.view(self.prepare(img), rng)
-        return out[0].flip(-1) if flip else out[0]
+        return (out[0].flip(-1) if flip else out[0]).contiguous()
 
 
 class EvalTransform:

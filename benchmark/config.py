@@ -446,3 +446,13 @@ def normalize(cfg: TrainConfig) -> TrainConfig:
 def semantic_dict(cfg: TrainConfig) -> dict:
     """What the job computes: the input of its hash."""
     return to_dict(cfg, semantic=True)
+
+
+def digest(data: Any) -> str:
+    """SHA-256 of plain data in canonical JSON: the basis of run hashes and of
+    the check that a checkpoint or teacher file belongs to a config."""
+    import hashlib
+    import json
+
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -8,19 +8,16 @@ one run per dataset and seed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from benchmark.config import TrainConfig, semantic_dict, to_dict
+from benchmark.config import TrainConfig, digest, semantic_dict, to_dict
 
 HASH_LENGTH = 12
 
 
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_LENGTH]
+    return digest(data)[:HASH_LENGTH]
 
 
 def _without_seeds(data: Any) -> Any:

@@ -26,8 +26,10 @@ ARTIFACT_METRICS = ("pair_cosine_histogram", "attention_masks")
 
 
 def metric_key(metric: str) -> str:
-    """Logged name of a table metric: MLflow forbids '@' ('recall@1' -> 'recall_at_1')."""
-    return metric.replace("@", "_at_")
+    """Logged name of a table metric ('recall@1' -> 'recall_at_1'), as the trainer logs it."""
+    from benchmark.train.common import metric_name
+
+    return metric_name(metric)
 
 
 @dataclass

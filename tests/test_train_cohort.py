@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -97,3 +99,23 @@ def test_ensemble_is_the_concatenation_of_members():
     assert set(out) == {"member1", "member2", "member3", "member4", "ensemble"}
     assert torch.allclose(out["ensemble"], torch.cat([out[f"member{i}"] for i in range(1, 5)], dim=1))
     assert torch.allclose(out["member1"].norm(dim=1), torch.ones(12), atol=1e-5)
+
+
+def test_abe_pair_cosines_sample_the_right_kinds_of_pairs():
+    from benchmark.train.abe import pair_cosines
+
+    torch.manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(4)
+    # learner embeddings that encode (label, image, learner) so each kind is recognisable:
+    # same-label pairs have cosine 1, different labels 0, different learners of one image -1
+    N, M = len(labels), 3
+    emb = torch.zeros(N, M, 16)
+    for n in range(N):
+        for m in range(M):
+            emb[n, m, labels[n]] = 1.0 if m == 0 else 0.0
+            emb[n, m, 8 + labels[n]] = 0.0 if m == 0 else 1.0
+    emb[:, 1, 8:] *= -1  # learner 1 points away from learner 2; learner 0 is orthogonal to both
+    out = pair_cosines(emb, labels, max_pairs=500)
+    assert len(out["positive"]) == 500 and np.allclose(out["positive"], 1.0)
+    assert len(out["negative"]) > 300 and np.allclose(out["negative"], 0.0)
+    assert set(np.round(out["self"], 4)) <= {0.0, -1.0} and (out["self"] == -1).any()

@@ -67,7 +67,7 @@ class ABEMethod:
         return F.normalize(self.model(images), dim=-1)  # [B, M, d]
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         emb = self.learner_embeddings(images)
         out = {f"learner{m + 1}": emb[:, m] for m in range(self.M)}
         out["ensemble"] = emb.flatten(1)
@@ -139,24 +139,40 @@ def pair_cosines(emb: torch.Tensor, labels: torch.Tensor, max_pairs: int = 200_0
     emb: [N, M, d] L2-normalised learner embeddings. positive / negative: pairs of
     different images with the same / a different label, embedded by the same
     learner; self: the same image embedded by two different learners.
+    Pairs are sampled (at most ``max_pairs`` per kind), never enumerated over
+    all N² image pairs: a Cars test set has 33M of them.
     """
     N, M, _ = emb.shape
-    iu = torch.triu_indices(N, N, offset=1)
-    same = labels[iu[0]] == labels[iu[1]]
     g = torch.Generator().manual_seed(seed)
-    pos, neg = [], []
-    for m in range(M):
-        sims = (emb[iu[0], m] * emb[iu[1], m]).sum(-1)
-        pos.append(sims[same])
-        neg.append(sims[~same])
-    selfs = [(emb[:, p] * emb[:, q]).sum(-1) for p in range(M) for q in range(p + 1, M)]
 
-    def cap(parts: list[torch.Tensor]) -> np.ndarray:
-        if not parts:
-            return np.zeros(0, dtype=np.float32)
-        x = torch.cat(parts)
-        if len(x) > max_pairs:
-            x = x[torch.randperm(len(x), generator=g)[:max_pairs]]
-        return x.numpy().astype(np.float32)
+    def sims(i: torch.Tensor, j: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
+        return (emb[i, p] * emb[j, q]).sum(-1).numpy().astype(np.float32)
 
-    return {"positive": cap(pos), "negative": cap(neg), "self": cap(selfs)}
+    # positives: every ordered pair within a class is i + offset within its class
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    _, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    cls = torch.repeat_interleave(torch.arange(len(counts)), counts)  # class index of each sorted item
+    eligible = counts[cls] > 1
+    anchors = torch.nonzero(eligible).flatten()
+    pos = np.zeros(0, dtype=np.float32)
+    if len(anchors):
+        a = anchors[torch.randint(len(anchors), (max_pairs,), generator=g)]
+        size = counts[cls[a]]
+        shift = 1 + (torch.rand(max_pairs, generator=g) * (size - 1)).long()  # never 0: not the anchor itself
+        b = starts[cls[a]] + (a - starts[cls[a]] + shift) % size
+        m = torch.randint(M, (max_pairs,), generator=g)
+        pos = sims(order[a], order[b], m, m)
+    i = torch.randint(N, (max_pairs,), generator=g)
+    j = torch.randint(N, (max_pairs,), generator=g)
+    keep = labels[i] != labels[j]
+    m = torch.randint(M, (int(keep.sum()),), generator=g)
+    neg = sims(i[keep], j[keep], m, m)
+    selfs = np.zeros(0, dtype=np.float32)
+    if M > 1:
+        k = torch.randint(N, (max_pairs,), generator=g)
+        p = torch.randint(M, (max_pairs,), generator=g)
+        q = (p + 1 + torch.randint(M - 1, (max_pairs,), generator=g)) % M  # a different learner
+        selfs = sims(k, k, p, q)
+    return {"positive": pos, "negative": neg, "self": selfs}

@@ -147,7 +147,7 @@ class CohortMethod:
 
     # -- evaluation ---------------------------------------------------------
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         out = {}
         for l, model in enumerate(self.models):
             model.eval()

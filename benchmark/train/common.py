@@ -55,7 +55,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def metric_name(key: str) -> str:
-    """Evaluation keys ('recall@1', 'map@r') as MLflow-safe names ('recall_at_1')."""
+    """Evaluation keys ('recall@1', 'map@r') as logged names ('recall_at_1'): MLflow forbids '@'.
+    The report reads them back through this same function (benchmark.tables.metric_key)."""
     return key.replace("@", "_at_")
 
 
@@ -106,14 +107,6 @@ def load_file(path: Path) -> Any:
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
-    from benchmark.config import semantic_dict
+    from benchmark.config import digest, semantic_dict
 
-    return hashlib.sha256(repr(sorted_items(semantic_dict(cfg))).encode()).hexdigest()
-
-
-def sorted_items(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return tuple((k, sorted_items(obj[k])) for k in sorted(obj))
-    if isinstance(obj, (list, tuple)):
-        return tuple(sorted_items(v) for v in obj)
-    return obj
+    return digest(semantic_dict(cfg))

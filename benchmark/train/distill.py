@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from benchmark.config import TrainConfig, semantic_dict
+from benchmark.config import TrainConfig, digest, semantic_dict
 from benchmark.errors import UserError
-from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, load_file, param_groups, sorted_items
+from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, load_file, param_groups
 
 
 def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: torch.device):
@@ -28,7 +28,7 @@ def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: 
     if path is None or not Path(path).exists():
         raise UserError(f"distill.teacher: the teacher's weights file {path} is missing; run the teacher job first")
     final = load_file(path)
-    if sorted_items(final.get("config")) != sorted_items(semantic_dict(teacher_cfg)):
+    if digest(final.get("config")) != digest(semantic_dict(teacher_cfg)):
         raise UserError(f"{path}: these weights are not from the teacher job this run names (config differs)")
     teacher = build_method(teacher_cfg, num_classes, device, {})
     teacher.load_weights(final["weights"])
@@ -117,9 +117,12 @@ class DistillMethod:
         step_scheduler(self.scheduler)
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         self.student.eval()
-        return {"student": self.student(images), "teacher": self.teacher_embedding(images)}
+        out = {"student": self.student(images)}
+        if "teacher" not in skip:  # the frozen teacher is scored once per split
+            out["teacher"] = self.teacher_embedding(images)
+        return out
 
     def fixed_sources(self) -> list[str]:
         return ["teacher"]

@@ -38,8 +38,9 @@ class Method(Protocol):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
         """One optimisation step; ``progress`` = epochs done so far (fractional)."""
 
-    def embed(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Eval-mode embeddings per source for a batch (no grad)."""
+    def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
+        """Eval-mode embeddings per source for a batch (no grad); sources in
+        ``skip`` (fixed ones already scored) need not be computed."""
 
     def fixed_sources(self) -> list[str]:
         """Sources whose embeddings never change (a frozen teacher): evaluated once."""
@@ -108,31 +109,32 @@ class Evaluator:
         self._eval_batches = eval_batches
         self._fixed: dict[str, dict[str, dict[str, float]]] = {}
 
-    def _embed(self, method: Method, split) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _embed(self, method: Method, split, skip: frozenset) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         chunks: dict[str, list[torch.Tensor]] = {}
         labels = []
         for images, y in self._eval_batches(self.cfg.data, split, self.cfg.eval.batch_size):
-            out = method.embed(images.to(self.device, non_blocking=True))
+            out = method.embed(images.to(self.device, non_blocking=True), skip)
             for src, e in out.items():
                 chunks.setdefault(src, []).append(e.float().cpu())
             labels.append(y)
         return {s: torch.cat(c) for s, c in chunks.items()}, torch.cat(labels)
 
-    def _score(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
+    def _score(self, method: Method, split_name: str, skip: frozenset) -> dict[str, dict[str, float]]:
         from benchmark.evaluate import query_gallery_metrics, retrieval_metrics
 
         ks = list(self.cfg.eval.recall_ks)
         map_r = self.cfg.eval.map_at_r
         if split_name == "test" and self.splits.test is None:
-            q, ql = self._embed(method, self.splits.query)
-            g, gl = self._embed(method, self.splits.gallery)
+            q, ql = self._embed(method, self.splits.query, skip)
+            g, gl = self._embed(method, self.splits.gallery, skip)
             return {s: query_gallery_metrics(q[s], ql, g[s], gl, ks, map_r=map_r) for s in q}
         split = self.splits.test if split_name == "test" else self.splits.val
-        emb, labels = self._embed(method, split)
+        emb, labels = self._embed(method, split, skip)
         return {s: retrieval_metrics(e, labels, ks, map_r=map_r) for s, e in emb.items()}
 
     def evaluate(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
-        per_source = self._score(method, split_name)
+        done = frozenset(self._fixed.get(split_name, {}))
+        per_source = self._score(method, split_name, done)
         fixed = set(method.fixed_sources())
         if fixed:
             if split_name not in self._fixed:

@@ -46,6 +46,19 @@ def test_normalisations_follow_each_convention():
     assert torch.allclose(out, (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
 
 
+@pytest.mark.parametrize("norm", [caffe_bgr, imagenet, googlenet_tf])
+def test_normalisation_gives_planar_float_whatever_the_input_layout(norm):
+    # Training batches are channels-last uint8 views of a [B,V,H,W,3] storage;
+    # the network must see exactly the tensor a planar batch gives.
+    planar = _images(b=3, size=16)
+    storage = torch.empty(3, 2, 16, 16, 3, dtype=torch.uint8)
+    storage[:, 1] = planar.permute(0, 2, 3, 1)
+    view = storage.permute(0, 1, 4, 2, 3)[:, 1]
+    assert not view.is_contiguous() and torch.equal(view, planar)
+    out = norm()(view)
+    assert out.is_contiguous() and torch.equal(out, norm()(planar))
+
+
 def test_bn_inception_uses_caffe_input_convention():
     cfg = ModelConfig(arch="bn_inception", embedding_dim=8, pretrained=False)
     model = build_embedding_model(cfg, backbone_seed=0, head_seed=0)

@@ -152,11 +152,12 @@ class _TrainBatchDataset(Dataset):
     def build(self, epoch: int, batch_index: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         with _one_thread():
             c = self.transform.crop
-            out = torch.empty(len(indices) * self.views, 3, c, c, dtype=torch.uint8)
-            # Each view comes channels-last (interleaved RGB, what the fast resize
-            # reads and writes); numpy copies it into the planar batch, flipping
-            # it in the same pass (a negative stride), one copy per view.
-            dst = out.numpy()
+            # Pixels stay interleaved (RGB per pixel, as the decoder and the fast
+            # uint8 resize produce them): each view is resized straight into its
+            # slot of a channels-last batch. Models convert to planar float in
+            # their input normalisation, a pass they make anyway.
+            slots = torch.empty(len(indices) * self.views, c, c, 3, dtype=torch.uint8)
+            scratch = torch.empty(c, c, 3, dtype=torch.uint8)
             prepared: dict[int, torch.Tensor] = {}
             boxes = self.split.boxes
             k = 0
@@ -169,11 +170,9 @@ class _TrainBatchDataset(Dataset):
                     prepared[idx] = img
                 base = derive_seed(_VIEW_STREAM, self.seed, epoch, batch_index, pos)
                 for v in range(self.views):
-                    view, flip = self.transform.view(img, SplitMix64(derive_seed(base, v)))
-                    src = view.numpy()[0]
-                    np.copyto(dst[k], src[:, :, ::-1] if flip else src)
+                    self.transform.view_into(img, SplitMix64(derive_seed(base, v)), slots[k], scratch)
                     k += 1
-            out = out.view(len(indices), self.views, 3, c, c)
+            out = slots.view(len(indices), self.views, c, c, 3).permute(0, 1, 4, 2, 3)
             labels = torch.from_numpy(self.split.labels[np.asarray(indices, dtype=np.int64)])
         return out, labels
 
@@ -209,6 +208,9 @@ class _EvalBatchDataset(Dataset):
 
 class TrainBatches:
     """Training batches of ``split``: ``epoch(e, iterations)`` yields (uint8 [B,V,3,H,W], int64 [B]).
+
+    The images are channels-last in memory (storage [B,V,H,W,3]; ``x[:, v]`` is
+    a channels-last [B,3,H,W]); models accept any layout.
 
     ``views`` independent augmentations of every image (1 when the trainer
     shares a single view). Batches follow ``cfg.sampler``; workers persist

@@ -165,7 +165,9 @@ def rrc_params(
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def resized_crop(img: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+def resized_crop(
+    img: torch.Tensor, top: int, left: int, height: int, width: int, size: int, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)`` for uint8.
 
     ``img`` is [3,H,W] or [1,3,H,W] (the result has the same rank). Calls the
@@ -173,15 +175,36 @@ def resized_crop(img: torch.Tensor, top: int, left: int, height: int, width: int
     on uint8; a test checks the output is bit-identical) without the v2
     wrapper, which costs ~3x the kernel on the tiny smoke images where we call
     it once per view.
+
+    With ``out`` ([1,3,size,size]) the result is written there and ``out`` is
+    returned: the resize kernel writes straight into it (the loader passes a
+    slot of the batch, so a view costs no copy).
     """
     batched = img.dim() == 4
     x = img if batched else img.unsqueeze(0)
     crop = x[:, :, top : top + height, left : left + width]
+    if out is not None:
+        if height == size and width == size:
+            out.copy_(crop)
+        elif _RESIZE_AA_OUT is not None:
+            _RESIZE_AA_OUT(crop, [size, size], False, None, None, out=out)
+        else:  # pragma: no cover - a torch without the out= overload
+            out.copy_(torch.nn.functional.interpolate(
+                crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+        return out
     if height != size or width != size:
         crop = torch.nn.functional.interpolate(
             crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
     return crop if batched else crop[0]
+
+
+# The out= overload of the aten op ``interpolate(mode="bilinear", antialias=True)``
+# calls (same kernel, same bytes); None if this torch lacks it.
+try:
+    _RESIZE_AA_OUT = torch.ops.aten._upsample_bilinear2d_aa.out
+except (AttributeError, RuntimeError):  # pragma: no cover - depends on the torch version
+    _RESIZE_AA_OUT = None
 
 
 # ---------------------------------------------------------------------------
@@ -239,33 +262,46 @@ class TrainTransform:
         antialiased resize works on interleaved pixels, and with a
         channels-last input it also writes a channels-last output, skipping its
         scalar repacking to planar, which costs as much as the resize itself.
-        The loader transposes (and flips) each view into the planar batch.
+        Views are written, still interleaved, into a channels-last batch.
         """
         if self.kind == "resize_pad_random_crop":
             img = _pad_square(_resize_longer(img, self.resize), self.resize)
         return to_channels_last(img)
 
-    def view(self, prepared: torch.Tensor, rng) -> tuple[torch.Tensor, bool]:
-        """One random view of a ``prepare``d image: ([1,3,crop,crop], flip?).
+    def view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor, scratch: torch.Tensor) -> bool:
+        """Write one random view of a ``prepare``d image into ``out``; returns whether it was flipped.
 
-        ``rng`` is any object with ``random()`` (the loader passes a per-view
-        :class:`~benchmark.data.rng.SplitMix64`). The flip is returned rather than
-        applied so the loader can fuse it with the copy into the batch. The view
-        has the memory layout of ``prepared`` (channels-last, see :meth:`prepare`).
+        ``out`` and ``scratch`` are uint8 [crop, crop, 3] (interleaved RGB, the
+        layout of a channels-last batch slot). ``rng`` is any object with
+        ``random()`` (the loader passes a per-view
+        :class:`~benchmark.data.rng.SplitMix64`); the crop is drawn first, then
+        the flip. An unflipped view is resized straight into ``out``; a flipped
+        one goes through ``scratch`` and is mirrored in the copy into ``out``.
         """
         h, w = prepared.shape[-2:]
+        c = self.crop
         if self.kind == "random_resized_crop":
             top, left, ch, cw = rrc_params(h, w, self.scale, self.ratio, rng)
-            out = resized_crop(prepared, top, left, ch, cw, self.crop)
         else:
-            top, left = int(rng.random() * (h - self.crop + 1)), int(rng.random() * (w - self.crop + 1))
-            out = prepared[:, :, top : top + self.crop, left : left + self.crop]
-        return out, self.hflip and rng.random() < 0.5
+            top, left, ch, cw = int(rng.random() * (h - c + 1)), int(rng.random() * (w - c + 1)), c, c
+        flip = self.hflip and rng.random() < 0.5
+        if ch == c and cw == c:  # no resize: one copy from the image
+            src = prepared[0, :, top : top + c, left : left + c].permute(1, 2, 0)
+        else:
+            target = scratch if flip else out
+            resized_crop(prepared, top, left, ch, cw, c, out=target.unsqueeze(0).permute(0, 3, 1, 2))
+            if not flip:
+                return False
+            src = scratch
+        out.copy_(src.flip(1) if flip else src)  # torch's flip: ~10x numpy's reversed copy of 3-byte pixels
+        return flip
 
     def __call__(self, img: torch.Tensor, rng) -> torch.Tensor:
         """One random view of a decoded image [3,H,W] -> [3,crop,crop] (contiguous)."""
-        out, flip = self.view(self.prepare(img), rng)
-        return (out[0].flip(-1) if flip else out[0]).contiguous()
+        c = self.crop
+        out = torch.empty(c, c, 3, dtype=torch.uint8)
+        self.view_into(self.prepare(img), rng, out, torch.empty_like(out))
+        return out.permute(2, 0, 1).contiguous()
 
 
 class EvalTransform:

@@ -31,7 +31,10 @@ class InputNormalization(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(x.shape)}")
-        x = x.to(self.mean.dtype)
+        # Planar float whatever the input layout (training batches are
+        # channels-last uint8): the conversion pass transposes for free, and the
+        # network then sees the same tensor either way.
+        x = x.to(self.mean.dtype, memory_format=torch.contiguous_format)
         if self.bgr:
             x = x.flip(1)
         if self.scale != 1.0:

@@ -68,15 +68,25 @@ class DataConfig:
     # Training augmentation.
     #   random_resized_crop: RandomResizedCrop(crop_size, rrc_scale, rrc_ratio) + flip
     #   resize_pad_random_crop: longer side -> resize_size, pad to square, random crop + flip
-    train_transform: Literal["random_resized_crop", "resize_pad_random_crop"] = "random_resized_crop"
+    #   multi_resolution_crop: longer side -> uniform in multires_range x crop_size (aspect
+    #     kept), random crop_size crop (centred on black where the image is smaller) + flip
+    train_transform: Literal["random_resized_crop", "resize_pad_random_crop", "multi_resolution_crop"] = (
+        "random_resized_crop"
+    )
     resize_size: int = 256
     crop_size: int = 256
     rrc_scale: tuple[float, float] = (0.16, 1.0)
     rrc_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    # Only used by multi_resolution_crop (None otherwise, and then not part of a
+    # run's identity, so runs made before the field existed keep their hash).
+    multires_range: Optional[tuple[float, float]] = field(default=(0.8, 1.8), metadata={"omit_none": True})
     hflip: bool = True
     #   resize_center_crop: shorter side -> resize_size, centre crop_size
     #   resize_pad_center_crop: longer side -> resize_size, pad to square, centre crop_size
-    test_transform: Literal["resize_center_crop", "resize_pad_center_crop"] = "resize_center_crop"
+    #   resize_square_center_crop: both sides -> resize_size (aspect not kept), centre crop_size
+    test_transform: Literal["resize_center_crop", "resize_pad_center_crop", "resize_square_center_crop"] = (
+        "resize_center_crop"
+    )
     # Training classes held out as a validation split (clean model selection,
     # tuning). 0 = none. These classes are removed from training.
     val_classes: int = 0
@@ -336,6 +346,8 @@ def to_dict(obj: Any, *, semantic: bool = False) -> Any:
         for f in dataclasses.fields(obj):
             if semantic and f.metadata.get("runtime"):
                 continue
+            if semantic and f.metadata.get("omit_none") and getattr(obj, f.name) is None:
+                continue
             out[f.name] = to_dict(getattr(obj, f.name), semantic=semantic)
         return out
     if isinstance(obj, (list, tuple)):
@@ -415,11 +427,14 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
 def normalize(cfg: TrainConfig) -> TrainConfig:
     """Make semantically equal jobs equal as data (and so equal in hash).
 
-    - sections of other methods are dropped;
+    - sections of other methods are dropped, and so are the parameters of a
+      training transform that is not selected (``multires_range``);
     - a cohort of one member has no mutual loss and no diversity to speak of;
     - with lambda 0 the warm-up length is meaningless.
     """
     cfg = dataclasses.replace(cfg)
+    if cfg.data.train_transform != "multi_resolution_crop" and cfg.data.multires_range is not None:
+        cfg.data = dataclasses.replace(cfg.data, multires_range=None)
     if cfg.method != "cohort":
         cfg.cohort = None
     if cfg.method != "abe":

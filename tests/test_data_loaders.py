@@ -24,7 +24,7 @@ from benchmark.data import (
     prepare_splits,
 )
 from benchmark.data.rng import SplitMix64
-from benchmark.data.transforms import rrc_params, resized_crop
+from benchmark.data.transforms import TrainTransform, multires_params, rrc_params, resized_crop
 from benchmark.errors import ConfigError, DatasetNotFoundError, UserError
 
 # ---------------------------------------------------------------------------
@@ -107,6 +107,63 @@ def test_rrc_params_follow_scale_and_ratio():
         assert 0.7 <= w / h <= 1.4
 
 
+def test_multires_params_follow_horde():
+    """Longer side uniform in [int(0.8 c), int(1.8 c)] (rounded up), aspect kept,
+    window offsets inside the resized image (0 along a side shorter than c)."""
+    rng = SplitMix64(1)
+    longer, padded = [], 0
+    for _ in range(2000):
+        nh, nw, top, left = multires_params(300, 400, 100, (0.8, 1.8), rng)
+        longer.append(nw)
+        assert 80 <= nw <= 180 and abs(nh - nw * 0.75) <= 1
+        assert 0 <= top <= max(nh - 100, 0) and 0 <= left <= max(nw - 100, 0)
+        padded += nh < 100
+    # uniform: mean (80 + 180) / 2 = 130; P(0.75 * L < 100) = (133.3 - 80) / 100
+    assert abs(np.mean(longer) - 130.5) < 2.5 and abs(padded / 2000 - 0.533) < 0.04
+    nh, nw, _, _ = multires_params(400, 300, 100, (0.8, 1.8), SplitMix64(2))
+    assert nh > nw  # portrait: the height is the longer side
+
+
+def test_multi_resolution_views_are_resize_then_crop_pad_and_flip():
+    """Each view is exactly torchvision's resize of the whole image (antialiased),
+    the crop window, centred on a black canvas where the image is smaller, then
+    the canvas flipped: what resizing, cropping and flipping in turn give."""
+    cfg = DataConfig(train_transform="multi_resolution_crop", crop_size=32, multires_range=(0.8, 1.8))
+    tt = TrainTransform(cfg)
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (3, 50, 40), dtype=torch.uint8, generator=g)
+    seen = Counter()
+    for k in range(120):
+        rng = SplitMix64(k)
+        nh, nw, top, left = multires_params(50, 40, 32, (0.8, 1.8), rng)
+        flip = rng.random() < 0.5
+        full = F.resize(img, [nh, nw], antialias=True)
+        hm, wm = min(32, nh), min(32, nw)
+        expected = torch.zeros(3, 32, 32, dtype=torch.uint8)
+        y, x = (32 - hm) // 2, (32 - wm) // 2
+        expected[:, y : y + hm, x : x + wm] = full[:, top : top + hm, left : left + wm]
+        if flip:
+            expected = F.horizontal_flip(expected)
+        assert torch.equal(tt(img, SplitMix64(k)), expected), k
+        seen[(hm < 32 or wm < 32, flip)] += 1
+    assert len(seen) == 4  # padded and not, flipped and not
+
+
+def test_multires_range_is_checked_and_only_part_of_identity_when_used():
+    from benchmark.config import load_config, semantic_dict
+
+    base = {"method": "cohort", "cohort": {}}
+    plain = load_config(dict(base, data={}))
+    assert "multires_range" not in semantic_dict(plain)["data"]  # hashes of older runs unchanged
+    other = load_config(dict(base, data={"multires_range": [0.5, 1.0]}))
+    assert semantic_dict(other) == semantic_dict(plain)  # unused by random_resized_crop
+    used = load_config(dict(base, data={"train_transform": "multi_resolution_crop", "multires_range": [0.5, 1.0]}))
+    assert semantic_dict(used)["data"]["multires_range"] == [0.5, 1.0]
+    for bad in ([1.8, 0.8], [0.0, 1.0]):
+        with pytest.raises(ConfigError, match="data.multires_range"):
+            TrainTransform(DataConfig(train_transform="multi_resolution_crop", multires_range=tuple(bad)))
+
+
 def test_eval_transforms_shapes_and_padding():
     img = torch.full((3, 20, 40), 200, dtype=torch.uint8)
     cfg = DataConfig(resize_size=16, crop_size=16, test_transform="resize_pad_center_crop")
@@ -115,6 +172,11 @@ def test_eval_transforms_shapes_and_padding():
     assert (out[:, :4] == 0).all() and (out[:, 4:12] == 200).all() and (out[:, 12:] == 0).all()
     out = EvalTransform(dataclasses.replace(cfg, test_transform="resize_center_crop", crop_size=12))(img)
     assert out.shape == (3, 12, 12) and (out == 200).all()
+    # square resize ignores the aspect ratio: a 20x40 image becomes 16x16, then centre 12
+    ramp = torch.arange(40, dtype=torch.uint8).mul(6).expand(3, 20, 40).contiguous()
+    cfg_sq = dataclasses.replace(cfg, test_transform="resize_square_center_crop", crop_size=12)
+    expected = F.center_crop(F.resize(ramp, [16, 16], antialias=True), [12, 12])
+    assert torch.equal(EvalTransform(cfg_sq)(ramp), expected)
     with pytest.raises(ConfigError, match="data.crop_size"):
         EvalTransform(dataclasses.replace(cfg, crop_size=32))
 
@@ -166,7 +228,7 @@ def _same(a, b):
     return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
 
 
-@pytest.mark.parametrize("transform", ["random_resized_crop", "resize_pad_random_crop"])
+@pytest.mark.parametrize("transform", ["random_resized_crop", "resize_pad_random_crop", "multi_resolution_crop"])
 def test_deterministic_in_seed_and_epoch_whatever_the_workers(patterned, transform):
     cfg = dataclasses.replace(CFG, train_transform=transform)
     torch.manual_seed(123)  # the global RNG must not matter

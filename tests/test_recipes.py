@@ -87,6 +87,11 @@ def test_dm2_stated_training_settings(expanded):
         assert cfg.data.sampler == "class_balanced"
         assert cfg.data.images_per_class == (2 if large else 5), s.label
         assert cfg.data.crop_size == 256 and cfg.data.hflip, s.label
+        # Sec. 4.2 follows HORDE: 256x256 random crop of a randomly resized image
+        # (HORDE's longer side in [0.8, 1.8] x 256; test: 293x293, centre 256)
+        assert cfg.data.train_transform == "multi_resolution_crop", s.label
+        assert cfg.data.multires_range == (0.8, 1.8), s.label
+        assert (cfg.data.test_transform, cfg.data.resize_size) == ("resize_square_center_crop", 293), s.label
         assert cfg.data.synthetic is None
         models = cfg.cohort.members if cfg.method == "cohort" else [cfg.distill.student]
         for m in models:

@@ -9,7 +9,9 @@ batch, position and view) and apply them with the functional ops (the resize
 through the very kernel ``torchvision.transforms.v2.functional.resize``
 dispatches to for uint8, bit-identical, without the wrapper's per-call cost).
 The parameter distributions are the ones of ``RandomResizedCrop``,
-``RandomCrop`` and ``RandomHorizontalFlip``.
+``RandomCrop`` and ``RandomHorizontalFlip``, and of HORDE's multi-resolution
+random crop (:func:`multires_params`), which is written out here because no
+library has it.
 
 Data is never normalised here: models normalise their own uint8 input.
 """
@@ -165,6 +167,28 @@ def rrc_params(
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
+def multires_params(h: int, w: int, crop: int, ratio: tuple[float, float], rng) -> tuple[int, int, int, int]:
+    """(new_h, new_w, top, left) of a multi-resolution random crop; ``rng.random()`` gives uniforms.
+
+    HORDE's augmentation (Jacob et al., ICCV 2019), which DM² Sec. 4.2 follows:
+    the longer side is resized to a length uniform in
+    [int(crop * ratio[0]), int(crop * ratio[1])], the shorter side in
+    proportion (both rounded up), then a crop x crop window is drawn uniformly
+    along each side longer than ``crop`` (offset 0 along a side that is not;
+    the view is then padded, see :meth:`TrainTransform.view_into`).
+    """
+    lo, hi = int(crop * ratio[0]), int(crop * ratio[1])
+    longer = lo + rng.random() * (hi - lo)
+    if h > w:
+        nh, nw = math.ceil(longer), math.ceil(w / h * longer)
+    else:
+        nw, nh = math.ceil(longer), math.ceil(h / w * longer)
+    nh, nw = max(nh, 1), max(nw, 1)
+    top = int(rng.random() * (nh - crop + 1)) if nh > crop else 0
+    left = int(rng.random() * (nw - crop + 1)) if nw > crop else 0
+    return nh, nw, top, left
+
+
 def resized_crop(
     img: torch.Tensor, top: int, left: int, height: int, width: int, size: int, out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -184,19 +208,24 @@ def resized_crop(
     x = img if batched else img.unsqueeze(0)
     crop = x[:, :, top : top + height, left : left + width]
     if out is not None:
-        if height == size and width == size:
-            out.copy_(crop)
-        elif _RESIZE_AA_OUT is not None:
-            _RESIZE_AA_OUT(crop, [size, size], False, None, None, out=out)
-        else:  # pragma: no cover - a torch without the out= overload
-            out.copy_(torch.nn.functional.interpolate(
-                crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
-        return out
+        return _resize_into(crop, out)
     if height != size or width != size:
         crop = torch.nn.functional.interpolate(
             crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
     return crop if batched else crop[0]
+
+
+def _resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Antialiased bilinear resize of [1,3,h,w] ``src`` to the size of ``out``, written into ``out``."""
+    size = list(out.shape[-2:])
+    if list(src.shape[-2:]) == size:
+        out.copy_(src)
+    elif _RESIZE_AA_OUT is not None:
+        _RESIZE_AA_OUT(src, size, False, None, None, out=out)
+    else:  # pragma: no cover - a torch without the out= overload
+        out.copy_(torch.nn.functional.interpolate(src, size=size, mode="bilinear", align_corners=False, antialias=True))
+    return out
 
 
 # The out= overload of the aten op ``interpolate(mode="bilinear", antialias=True)``
@@ -226,6 +255,14 @@ def _check_sizes(cfg: DataConfig) -> None:
     lo, hi = cfg.rrc_ratio
     if not 0 < lo <= hi:
         raise ConfigError(f"data.rrc_ratio: expected 0 < min <= max, got {list(cfg.rrc_ratio)}")
+    if cfg.train_transform == "multi_resolution_crop":
+        if cfg.multires_range is None:
+            raise ConfigError("data.multires_range: multi_resolution_crop needs [min, max] (longer side / crop_size)")
+        lo, hi = cfg.multires_range
+        if not 0 < lo <= hi or int(cfg.crop_size * lo) < 1:
+            raise ConfigError(
+                f"data.multires_range: expected 0 < min <= max with min x crop_size >= 1, got {list(cfg.multires_range)}"
+            )
 
 
 def to_channels_last(img: torch.Tensor) -> torch.Tensor:
@@ -252,6 +289,7 @@ class TrainTransform:
         self.resize = cfg.resize_size
         self.scale = tuple(cfg.rrc_scale)
         self.ratio = tuple(cfg.rrc_ratio)
+        self.multires = tuple(cfg.multires_range) if cfg.multires_range is not None else None
         self.hflip = cfg.hflip
 
     def prepare(self, img: torch.Tensor) -> torch.Tensor:
@@ -280,6 +318,8 @@ class TrainTransform:
         """
         h, w = prepared.shape[-2:]
         c = self.crop
+        if self.kind == "multi_resolution_crop":
+            return self._multires_view_into(prepared, rng, out)
         if self.kind == "random_resized_crop":
             top, left, ch, cw = rrc_params(h, w, self.scale, self.ratio, rng)
         else:
@@ -294,6 +334,29 @@ class TrainTransform:
                 return False
             src = scratch
         out.copy_(src.flip(1) if flip else src)  # torch's flip: ~10x numpy's reversed copy of 3-byte pixels
+        return flip
+
+    def _multires_view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor) -> bool:
+        """Resize the whole image (exactly what resizing then cropping gives), copy the window."""
+        h, w = prepared.shape[-2:]
+        c = self.crop
+        nh, nw, top, left = multires_params(h, w, c, self.multires, rng)
+        flip = self.hflip and rng.random() < 0.5
+        resized = prepared
+        if (nh, nw) != (h, w):
+            resized = _resize_into(prepared, torch.empty(1, nh, nw, 3, dtype=torch.uint8).permute(0, 3, 1, 2))
+        hm, wm = min(c, nh), min(c, nw)
+        window = resized[0, :, top : top + hm, left : left + wm].permute(1, 2, 0)
+        if hm == c and wm == c:
+            out.copy_(window.flip(1) if flip else window)
+            return flip
+        # Smaller than the crop along a side: centred on black, then the whole
+        # canvas is flipped (so the padding is mirrored too).
+        out.zero_()
+        y, x = (c - hm) // 2, (c - wm) // 2
+        out[y : y + hm, x : x + wm] = window
+        if flip:
+            out.copy_(out.flip(1))
         return flip
 
     def __call__(self, img: torch.Tensor, rng) -> torch.Tensor:
@@ -316,6 +379,8 @@ class EvalTransform:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if self.kind == "resize_center_crop":
             img = _resize_shorter(img, self.resize)
+        elif self.kind == "resize_square_center_crop":
+            img = _resize(img, self.resize, self.resize)
         else:
             img = _pad_square(_resize_longer(img, self.resize), self.resize)
         return F.center_crop(img, [self.crop, self.crop])

@@ -42,7 +42,9 @@ def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every run, e.g. --set optim.lr=1e-4 (repeatable)")
     p.add_argument("--overrides", action="append", default=[], metavar="FILE",
-                   help="YAML file of config overrides (e.g. the output of `tune`), applied before --set")
+                   help="YAML file of config overrides, applied before --set: a mapping of config keys to values "
+                        "(every selected run), or `scope: {recipe, row, where, dataset}` + `set: {...}` "
+                        "(only that run; what `tune` writes)")
     p.add_argument("--data-root", metavar="DIR",
                    help="folder with the official datasets (CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/)")
     p.add_argument("--row", dest="rows", action="append", metavar="NAME", help="only this table row (repeatable)")
@@ -52,7 +54,7 @@ def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
 
 def _context(args: argparse.Namespace):
     from benchmark.layers import expand_dotted
-    from benchmark.recipes import Context, override_layer
+    from benchmark.recipes import Context, override_layer, parse_scope
     from benchmark.yamlio import load_yaml, parse_scalar
 
     overrides = []
@@ -62,8 +64,18 @@ def _context(args: argparse.Namespace):
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: an overrides file must be a mapping of config keys to values")
+        scope = None
+        if "scope" in data:  # scope: {recipe, row, where, dataset} + set: {key: value}
+            extra = set(data) - {"scope", "set"}
+            if extra:
+                raise ConfigError(f"{path}: {sorted(extra)[0]}: a scoped overrides file has only 'scope' and 'set'")
+            scope = parse_scope(data["scope"], f"{path}: scope")
+            data = data.get("set") or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: set: expected a mapping of config keys to values")
         for key, value in expand_flat(data).items():
-            overrides.append(override_layer(key, value, f"{path}: {key}"))
+            origin, layer = override_layer(key, value, f"{path}: {key}")
+            overrides.append((origin, layer, scope) if scope else (origin, layer))
     for item in args.sets:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():

@@ -24,6 +24,7 @@ starts that choice's free-form parameters afresh.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Binding:
     set: dict[str, Any]
     sources: dict[str, str]
     label: str  # for error messages: "<file>: rows.<row>.runs[i]"
+    row: str = ""  # the row's name
 
 
 @dataclass
@@ -247,12 +249,12 @@ def _parse_row(name: str, data: Any, where: str) -> RowRecipe:
                 raise ConfigError(f"{rw}.where: expected a mapping of column attribute -> value")
             bindings.append(Binding(
                 where=where_, set=_layer(run.get("set"), f"{rw}.set"),
-                sources=_parse_sources(run.get("sources"), f"{rw}.sources"), label=rw,
+                sources=_parse_sources(run.get("sources"), f"{rw}.sources"), label=rw, row=name,
             ))
     else:
         bindings = [Binding(
             where={}, set=_layer(data.get("set"), f"{where}.set"),
-            sources=_parse_sources(data.get("sources"), f"{where}.sources"), label=where,
+            sources=_parse_sources(data.get("sources"), f"{where}.sources"), label=where, row=name,
         )]
     return RowRecipe(name=name, bindings=bindings, note=str(data.get("note", "")).strip())
 
@@ -399,11 +401,67 @@ class Catalog:
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The one run an override applies to: a recipe's row (one of its runs, by
+    ``where``, when the row has several) on one dataset. Written by `tune`, so
+    a tuned value reaches only the run it was tuned for, not e.g. the λ-0
+    Independent run of the same row."""
+
+    recipe: str
+    row: str
+    dataset: Optional[str] = None
+    where: Optional[str] = None  # the run's `where`, as canonical JSON
+    cropped: Optional[bool] = None
+
+    def matches(self, recipe: str, binding: "Binding", dataset: str, cropped: bool) -> bool:
+        if (recipe, binding.row) != (self.recipe, self.row):
+            return False
+        if self.dataset is not None and dataset != self.dataset:
+            return False
+        if self.cropped is not None and cropped != self.cropped:
+            return False
+        return self.where is None or _canonical(binding.where) == self.where
+
+    def describe(self) -> str:
+        where = f" {self.where}" if self.where else ""
+        data = f" on {self.dataset}" if self.dataset else ""
+        return f"{self.recipe} row {self.row}{where}{data}{' cropped' if self.cropped else ''}"
+
+
+def _canonical(where: dict) -> str:
+    return json.dumps(where, sort_keys=True, ensure_ascii=False)
+
+
+def parse_scope(data: Any, origin: str) -> Scope:
+    """A ``scope:`` mapping of an overrides file -> :class:`Scope` (one-line errors)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with recipe, row and optionally dataset, where")
+    unknown = set(data) - {"recipe", "row", "dataset", "where", "cropped"}
+    if unknown:
+        raise ConfigError(f"{origin}.{sorted(unknown)[0]}: unknown key (known: cropped, dataset, recipe, row, where)")
+    if data.get("cropped") is not None and not isinstance(data["cropped"], bool):
+        raise ConfigError(f"{origin}.cropped: expected true or false")
+    for key in ("recipe", "row"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"{origin}.{key}: required, a name")
+    where = data.get("where")
+    if where is not None and not isinstance(where, dict):
+        raise ConfigError(f"{origin}.where: expected a mapping of column attribute -> value")
+    dataset = data.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ConfigError(f"{origin}.dataset: expected a dataset name")
+    return Scope(recipe=data["recipe"], row=data["row"], dataset=dataset,
+                 where=_canonical(where) if where else None, cropped=data.get("cropped"))
+
+
 @dataclass
 class Context:
     profile: str = PAPER_PROFILE
     seeds: list[int] = field(default_factory=lambda: [0])
-    overrides: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (origin, layer)
+    # (origin, layer), or (origin, layer, scope) for a layer that applies only
+    # to the runs its Scope matches; applied in order.
+    overrides: list[tuple] = field(default_factory=list)
     data_root: Optional[str] = None
     rows: Optional[list[str]] = None
     datasets: Optional[list[str]] = None
@@ -477,6 +535,7 @@ class Resolver:
     def __init__(self, catalog: Catalog, ctx: Context):
         self.catalog = catalog
         self.ctx = ctx
+        self.scopes_used: set[Scope] = set()  # scoped overrides that matched a run
 
     def merged(self, recipe: Recipe, binding: Binding, dataset: str, cropped: bool, seed: int,
                extra: Iterable[dict] = (), depth: int = 0) -> dict[str, Any]:
@@ -492,8 +551,13 @@ class Resolver:
         for prof in recipe.profile_layers(self.ctx.profile):
             data = merge_layer(data, prof.set)
             data = merge_layer(data, prof.datasets.get(dataset, {}))
-        for _, layer in self.ctx.overrides:
-            data = merge_layer(data, layer)
+        for entry in self.ctx.overrides:
+            scope = entry[2] if len(entry) > 2 else None
+            if scope is not None:
+                if not scope.matches(recipe.name, binding, dataset, cropped):
+                    continue
+                self.scopes_used.add(scope)
+            data = merge_layer(data, entry[1])
         data = merge(data, {"seed": seed, "data": {"dataset": dataset}})
         if cropped:
             data = merge(data, {"data": {"cropped": True}})
@@ -619,6 +683,12 @@ def expand(catalog: Catalog, recipes: list[Recipe], ctx: Context) -> list[RunSpe
                                       label=f"teacher for {label}", recipes=[recipe.name])
                     spec.teacher = add(teacher)
                 add(spec)
+    for entry in ctx.overrides:
+        if len(entry) > 2 and entry[2] is not None and entry[2] not in resolver.scopes_used:
+            raise ConfigError(
+                f"{entry[0]}: scope ({entry[2].describe()}) matches none of the runs selected "
+                f"({', '.join(r.name for r in recipes)}); select that run or edit the file's scope"
+            )
     ordered = [s for s in specs.values() if s.config.method != "distill"]
     ordered += [s for s in specs.values() if s.config.method == "distill"]
     return ordered

@@ -353,6 +353,37 @@ def test_teacher_follows_context(catalog):
     assert rkd4 and all(s.teacher.hash == t1[("Independent", s.dataset)] for s in rkd4)
 
 
+def test_scoped_override_reaches_only_its_run(catalog, tmp_path):
+    """`tune` writes its best λ with a scope: in Table 6 it changes the row's DM²
+    run and leaves the λ-0 Independent run (and the other dataset) alone; a
+    scope that matches nothing selected is an error naming the file."""
+    from benchmark.cli import main
+    from benchmark.errors import ConfigError
+    from benchmark.recipes import override_layer, parse_scope
+
+    sel = catalog.select("dm2/table6")
+    base = Context(profile="smoke", rows=["Proxy-NCA"])
+    scope = parse_scope({"recipe": "dm2/table6", "row": "Proxy-NCA", "where": {"group": "DM²"},
+                         "dataset": "cub200"}, "best.yaml: scope")
+    origin, layer = override_layer("cohort.lambda_mutual", 39.5, "best.yaml: cohort.lambda_mutual")
+    plain = {s.label + str(s.config.cohort.lambda_mutual): s for s in expand(catalog, sel, base)}
+    scoped = expand(catalog, sel, Context(profile="smoke", rows=["Proxy-NCA"], overrides=[(origin, layer, scope)]))
+    lams = sorted((s.dataset, s.config.cohort.lambda_mutual) for s in scoped)
+    assert lams == [("cars196", 0.0), ("cars196", 100.0), ("cub200", 0.0), ("cub200", 39.5)]
+    assert sum(s.hash not in {p.hash for p in plain.values()} for s in scoped) == 1
+    unscoped = expand(catalog, sel, Context(profile="smoke", rows=["Proxy-NCA"], overrides=[(origin, layer)]))
+    assert sorted(s.config.cohort.lambda_mutual for s in unscoped) == [39.5] * 4  # what a plain file does
+    with pytest.raises(ConfigError, match="best.yaml: cohort.lambda_mutual: scope .* matches none"):
+        expand(catalog, catalog.select("dm2/table1"), Context(profile="smoke", overrides=[(origin, layer, scope)]))
+    # the same through the CLI, from a file
+    f = tmp_path / "best.yaml"
+    f.write_text("scope: {recipe: dm2/table6, row: Proxy-NCA, where: {group: DM²}, dataset: cub200}\n"
+                 "set:\n  cohort.lambda_mutual: 39.5\n", encoding="utf-8")
+    assert main(["plan", "dm2/table6", "--profile", "smoke", "--row", "Proxy-NCA", "--overrides", str(f)]) == 0
+    f.write_text("scope: {recipe: dm2/table6, rows: Proxy-NCA}\nset: {}\n", encoding="utf-8")
+    assert main(["plan", "dm2/table6", "--profile", "smoke", "--overrides", str(f)]) != 0
+
+
 # ---------------------------------------------------------------------------
 # ABE: Sec. 4-6 settings
 # ---------------------------------------------------------------------------

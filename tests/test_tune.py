@@ -208,8 +208,9 @@ def test_override_file_changes_the_runs_hash_and_logged_lambda(home, first_study
     import yaml
 
     best_file = Path(first_study["override_file"])
-    best = yaml.safe_load(best_file.read_text())
-    lam = best["cohort.lambda_mutual"]
+    best = yaml.safe_load(best_file.read_text(encoding="utf-8"))
+    assert best["scope"] == {"recipe": "dm2/table1", "row": "MD+TD+VD", "dataset": "cub200"}
+    lam = best["set"]["cohort.lambda_mutual"]
     assert lam != 20.0
     plain = _plan(*RUN)
     tuned = _plan(*RUN, "--overrides", str(best_file))

@@ -114,7 +114,7 @@ class Target:
     cropped: bool
     config: Any  # TrainConfig under the user's profile and overrides
     label: str
-    others: int = 0  # further runs the same selection makes (an overrides file would change them too)
+    others: int = 0  # further runs the same selection makes (the overrides file's scope leaves them alone)
 
 
 def _norm(name: str) -> str:
@@ -344,6 +344,17 @@ def summarize(study) -> dict:
     return out
 
 
+def _scope(target: Target) -> dict:
+    """The `scope:` of the overrides file: exactly the tuned run (see benchmark.recipes.Scope)."""
+    bindings = target.recipe.rows[target.row].bindings
+    scope = {"recipe": target.recipe.name, "row": target.row, "dataset": target.dataset}
+    if len(bindings) > 1:
+        scope["where"] = dict(bindings[target.binding].where)
+    if target.cropped:
+        scope["cropped"] = True
+    return scope
+
+
 def write_overrides(path: Path, summary: dict, attrs: dict) -> None:
     import yaml
 
@@ -355,10 +366,13 @@ def write_overrides(path: Path, summary: dict, attrs: dict) -> None:
         f"{summary['n_trials']}; {attrs.get('label', '')}, profile {attrs.get('profile', '')}).",
         f"# Apply: python -m benchmark run {cmd} --overrides {path}".rstrip(),
     ]
-    if attrs.get("other_runs"):
-        header.append(f"# Note: overrides change every run a command selects; this selection also makes "
-                      f"{attrs['other_runs']} other run(s) (e.g. a row's λ-0 Independent run) that they would change too.")
-    body = yaml.safe_dump(summary["best_params"], sort_keys=False, default_flow_style=False)
+    if attrs.get("scope"):
+        header.append("# The scope limits these values to the tuned run; other runs of the same command are unchanged.")
+        data = {"scope": attrs["scope"], "set": summary["best_params"]}
+    else:  # a study made before scopes existed
+        header.append("# Note: no scope (older study): these values change every run a command selects.")
+        data = summary["best_params"]
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     tmp.replace(path)
@@ -481,6 +495,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "paper_values": {p.key: config_value(paper_cfg, p.key) for p in space},
         "row_values": {p.key: config_value(cfg, p.key) for p in space},
         "other_runs": target.others, "command": _selection_command(args), "tune_command": _selection_command(args, tune=True), "epochs": epochs,
+        "scope": _scope(target),
     }
     storage = open_storage(job.storage)
     study = optuna.create_study(storage=storage, study_name=job.study, direction="maximize", load_if_exists=True)

@@ -330,3 +330,32 @@ def test_selection_errors_and_missing_store(tmp_path):
     db = tmp_path / "none.db"
     df = collect(cat, "dm2/table1", "smoke", f"sqlite:///{db}")
     assert df["n"].sum() == 0 and not db.exists()  # a missing store is read as "nothing ran"
+
+
+def test_individual_learner_cells_show_the_papers_spread():
+    """ABE's "Individual Learners" ± is the std over the M learners, not over seeds:
+    the cell carries it (mean over seeds of final/learners_std) and prints it as
+    the ±, with the std over seeds beside it."""
+    from benchmark.report.cells import _collect, select_tables
+    from benchmark.report.render import cell_text, legend_markdown
+
+    catalog = Catalog()
+    specs = expand(catalog, catalog.select("abe/table1"), Context(profile="smoke"))
+    spec = _spec(specs, "table1", "ABE-8-512", "ind_r1")
+    runs = [types.SimpleNamespace(run_id=f"r{i}", seed=i, metrics={
+        "final/learners_mean/recall_at_1": 50.0 + 2 * i, "final/learners_std/recall_at_1": 0.4 + 0.2 * i,
+        "final_last/learners_mean/recall_at_1": 49.0, "final_last/learners_std/recall_at_1": 0.3,
+    }) for i in range(2)]
+    store = types.SimpleNamespace(uri="test", runs_by_group=lambda profile: {spec.group: runs})
+    selected = select_tables(catalog, "abe/table1")
+    df = _collect(catalog, selected, "smoke", store).df
+    cell = _cell(df, "table1", "ABE-8-512", "ind_r1")
+    assert cell["reproduced"] == pytest.approx(51.0) and cell["std"] == pytest.approx(2 ** 0.5)
+    assert cell["spread"] == pytest.approx(0.5) and cell["clean_spread"] == pytest.approx(0.3)
+    text = cell_text(cell, 2)
+    assert text.reproduced == "51.00 ± 0.50 (n=2; seeds ± 1.41)" and text.clean == "49.00 ± 0.30 (n=2; seeds ± 0.00)"
+    assert cell_text(cell, 2, tex=True).reproduced == r"$51.00 \pm 0.50$ (2; seeds $\pm 1.41$)"
+    ens = _cell(df, "table1", "ABE-8-512", "ens_r1")
+    assert ens["spread"] is None or ens["spread"] != ens["spread"]  # None/NaN: an ensemble has no learner spread
+    table = catalog.table("abe/table1")
+    assert "standard deviation over the ensemble's learners" in legend_markdown(table, [cell])[0]

@@ -47,8 +47,13 @@ SELECTION_TEXT = {
 CELL_COLUMNS = [
     "paper", "table", "row", "column", "kind", "cited", "dataset", "metric", "source",
     "paper_value", "paper_std", "profile", "selection", "group", "run_ids", "seeds",
-    "reproduced", "std", "n", "clean", "clean_std", "clean_n", "note",
+    "reproduced", "std", "n", "clean", "clean_std", "clean_n", "spread", "clean_spread", "note",
 ]
+
+# A column whose source is the mean over an ensemble's learners: the paper's
+# "±" there is the standard deviation over the learners (not over seeds), which
+# the trainer logs under this source.
+SPREAD_SOURCE = {"learners_mean": "learners_std"}
 
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -324,7 +329,7 @@ def _base_cell(t: Table, row, i: int, col: Column, profile: str, kind: str) -> d
         "paper_value": row.values[i], "paper_std": row.stds[i] if row.stds is not None else None,
         "profile": profile, "selection": None, "group": None, "run_ids": [], "seeds": [],
         "reproduced": None, "std": None, "n": 0, "clean": None, "clean_std": None, "clean_n": 0,
-        "note": "",
+        "spread": None, "clean_spread": None, "note": "",
     }
 
 
@@ -413,6 +418,12 @@ def _collect(catalog: Catalog, selected: list[Selected], profile: str, store: Ru
                     if spec.config.selection != "last":  # otherwise the same numbers
                         cell["clean"], cell["clean_std"], cell["clean_n"] = _mean_std(
                             [r.metrics.get(f"final_last/{source}/{mkey}") for r in runs])
+                    spread = SPREAD_SOURCE.get(source)
+                    if spread:  # the paper's ± of this column: over learners, mean over seeds
+                        cell["spread"] = _mean_std([r.metrics.get(f"final/{spread}/{mkey}") for r in runs])[0]
+                        if spec.config.selection != "last":
+                            cell["clean_spread"] = _mean_std(
+                                [r.metrics.get(f"final_last/{spread}/{mkey}") for r in runs])[0]
                     if runs and cell["n"] == 0:
                         cell["note"] = f"runs have no metric final/{source}/{mkey}"
                 cells.append(cell)
@@ -455,14 +466,16 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 
 REPORT_FIELDS = ["paper", "table", "row", "column", "cited", "paper_value", "reproduced", "std", "n",
-                 "profile", "selection", "clean", "clean_std", "clean_n", "kind", "note"]
+                 "profile", "selection", "clean", "clean_std", "clean_n", "spread", "kind", "note"]
 
 
 def report_cells(catalog: Catalog, selection: str, profile: str, tracking_uri: Optional[str] = None) -> list[dict]:
     """Every cell as a plain dict for `report --format json`.
 
     Keys: paper, table, row, column, cited, paper_value, reproduced, std, n, profile,
-    plus selection (protocol), clean/clean_std/clean_n (final_last), kind and note.
+    plus selection (protocol), clean/clean_std/clean_n (final_last), spread (for a
+    mean over an ensemble's learners: their standard deviation, the paper's ±,
+    averaged over seeds), kind and note.
     """
     df = collect(catalog, selection, profile, tracking_uri)
     return [{k: rec[k] for k in REPORT_FIELDS} for rec in records(df)]

@@ -194,11 +194,20 @@ class CellText:
     clean_diff: str
 
 
-def _mean_text(mean, std, n, d: int, tex: bool) -> str:
+def _mean_text(mean, std, n, d: int, tex: bool, spread=None) -> str:
+    """``mean ± std (n=N)``; with ``spread`` (std over an ensemble's learners, the
+    paper's ± for such cells): ``mean ± spread (n=N; seeds ± std)``."""
     if mean is None:
         return DASH if not tex else "--"
     sd = max(d, 2)
     pm = r" \pm " if tex else " ± "
+    if spread is not None:
+        body = f"{mean:.{d}f}{pm}{spread:.{sd}f}"
+        if tex:
+            seeds = f"; seeds ${pm.strip()} {std:.{sd}f}$" if std is not None else ""
+            return f"${body}$ ({n}{seeds})"
+        seeds = f"; seeds{pm}{std:.{sd}f}" if std is not None else ""
+        return f"{body} (n={n}{seeds})"
     body = f"{mean:.{d}f}" + (f"{pm}{std:.{sd}f}" if std is not None else "")
     if tex:
         return f"${body}$ ({n})" if n else f"${body}$"
@@ -225,9 +234,9 @@ def cell_text(cell: dict, d: int, tex: bool = False, sd: int = 2) -> CellText:
     n = cell["n"] if cell["kind"] != "stat" else 0  # a computed statistic has no seeds
     return CellText(
         paper=paper,
-        reproduced=_mean_text(cell["reproduced"], cell["std"], n, d, tex),
+        reproduced=_mean_text(cell["reproduced"], cell["std"], n, d, tex, cell.get("spread")),
         diff=_diff_text(cell["reproduced"], pv, d, tex),
-        clean=_mean_text(cell["clean"], cell["clean_std"], cell["clean_n"], d, tex),
+        clean=_mean_text(cell["clean"], cell["clean_std"], cell["clean_n"], d, tex, cell.get("clean_spread")),
         clean_diff=_diff_text(cell["clean"], pv, d, tex),
     )
 
@@ -297,6 +306,9 @@ def legend_markdown(table: Table, cells: list[dict]) -> list[str]:
     if any(c.is_stat for c in table.columns):
         lines.append("#params and FLOPs are computed from the paper-profile model (no training); "
                      "FLOPs count multiply-accumulates.")
+    if any(c.get("spread") is not None for c in cells):
+        lines.append("Individual-learner cells: ± is the standard deviation over the ensemble's learners, "
+                     "as the paper prints it (averaged over seeds); \"seeds ±\" is the one over seeds.")
     if any(c["clean"] is not None for c in cells):
         lines.append("reproduced (best on test): the evaluation with the best test Recall@1 (the paper's "
                      "protocol); clean (last eval.): the last evaluation of the same runs.")

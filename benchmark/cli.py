@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measures in one process: eval_speedup_vs_pml (our Recall@1 vs "
                                    "pytorch-metric-learning's AccuracyCalculator on 20,000 512-d embeddings), "
                                    "cohort_step_ratio_vs_independent (a 4-member DM² step with temporal diversity vs "
-                                   "four single-model steps) and multiview_data_ratio (4 views vs 1 view per image).")
+                                   "four single-model steps) and multiview_data_ratio (4 views vs 1 view per image, DM²'s "
+                                   "augmentation on 500-px JPEGs; with the decode and per-view times that bound it).")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--quick", action="store_true", help="smaller problems (for tests), same ratios")
     p.set_defaults(func=cmd_perf)

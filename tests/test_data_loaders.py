@@ -124,18 +124,21 @@ def test_multires_params_follow_horde():
     assert nh > nw  # portrait: the height is the longer side
 
 
-def test_multi_resolution_views_are_resize_then_crop_pad_and_flip():
+@pytest.mark.parametrize("shape, ratio", [((50, 40), (0.8, 1.8)), ((90, 120), (0.5, 4.0))])
+def test_multi_resolution_views_are_resize_then_crop_pad_and_flip(shape, ratio):
     """Each view is exactly torchvision's resize of the whole image (antialiased),
     the crop window, centred on a black canvas where the image is smaller, then
-    the canvas flipped: what resizing, cropping and flipping in turn give."""
-    cfg = DataConfig(train_transform="multi_resolution_crop", crop_size=32, multires_range=(0.8, 1.8))
+    the canvas flipped: what resizing, cropping and flipping in turn give (the
+    second case has windows far smaller than the resized image, up- and
+    down-scaling, so the window-only resize is checked where it saves most)."""
+    cfg = DataConfig(train_transform="multi_resolution_crop", crop_size=32, multires_range=ratio)
     tt = TrainTransform(cfg)
     g = torch.Generator().manual_seed(0)
-    img = torch.randint(0, 256, (3, 50, 40), dtype=torch.uint8, generator=g)
+    img = torch.randint(0, 256, (3, *shape), dtype=torch.uint8, generator=g)
     seen = Counter()
     for k in range(120):
         rng = SplitMix64(k)
-        nh, nw, top, left = multires_params(50, 40, 32, (0.8, 1.8), rng)
+        nh, nw, top, left = multires_params(*shape, 32, ratio, rng)
         flip = rng.random() < 0.5
         full = F.resize(img, [nh, nw], antialias=True)
         hm, wm = min(32, nh), min(32, nw)

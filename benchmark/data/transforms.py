@@ -228,6 +228,37 @@ def _resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def resized_window(src: torch.Tensor, nh: int, nw: int, top: int, left: int, hm: int, wm: int) -> torch.Tensor:
+    """``resize(src, [nh, nw])[..., top:top+hm, left:left+wm]`` (antialiased bilinear), computing
+    little more than the window; the same bytes. ``src`` is [1,3,h,w] channels-last.
+
+    torch's uint8 kernel is separable and rounds to uint8 between its passes:
+    a horizontal pass (each row on its own, weights set by the widths only),
+    then a vertical one (each column on its own, weights set by the heights
+    only). So the horizontal pass is run only on the source rows the window's
+    output rows read (their filter support, plus a margin), into a full-height
+    buffer, and the vertical pass only on the window's columns. Rows outside
+    that range stay unset; they feed only output rows outside the window.
+    A test checks the result against torchvision's resize then crop.
+    """
+    h, w = src.shape[-2:]
+    if (nh, nw) == (h, w):
+        return src[:, :, top : top + hm, left : left + wm]
+    scale = h / nh
+    support = max(scale, 1.0)  # bilinear: 1 output pixel of support, in input pixels when shrinking
+    a = max(math.floor((top + 0.5) * scale - support) - 2, 0)
+    b = min(math.ceil((top + hm - 0.5) * scale + support) + 2, h)
+    if nw == w:
+        rows = src
+    else:
+        rows = torch.empty(1, h, nw, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
+        _resize_into(src[:, :, a:b, :], rows[:, :, a:b, :])
+    if nh == h:
+        return rows[:, :, top : top + hm, left : left + wm]
+    cols = _resize_into(rows[:, :, :, left : left + wm], torch.empty(1, nh, wm, 3, dtype=torch.uint8).permute(0, 3, 1, 2))
+    return cols[:, :, top : top + hm, :]
+
+
 # The out= overload of the aten op ``interpolate(mode="bilinear", antialias=True)``
 # calls (same kernel, same bytes); None if this torch lacks it.
 try:
@@ -337,16 +368,13 @@ class TrainTransform:
         return flip
 
     def _multires_view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor) -> bool:
-        """Resize the whole image (exactly what resizing then cropping gives), copy the window."""
+        """The window of the resized image (exactly what resizing then cropping gives), into ``out``."""
         h, w = prepared.shape[-2:]
         c = self.crop
         nh, nw, top, left = multires_params(h, w, c, self.multires, rng)
         flip = self.hflip and rng.random() < 0.5
-        resized = prepared
-        if (nh, nw) != (h, w):
-            resized = _resize_into(prepared, torch.empty(1, nh, nw, 3, dtype=torch.uint8).permute(0, 3, 1, 2))
         hm, wm = min(c, nh), min(c, nw)
-        window = resized[0, :, top : top + hm, left : left + wm].permute(1, 2, 0)
+        window = resized_window(prepared, nh, nw, top, left, hm, wm)[0].permute(1, 2, 0)
         if hm == c and wm == c:
             out.copy_(window.flip(1) if flip else window)
             return flip

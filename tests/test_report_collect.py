@@ -357,5 +357,8 @@ def test_individual_learner_cells_show_the_papers_spread():
     assert cell_text(cell, 2, tex=True).reproduced == r"$51.00 \pm 0.50$ (2; seeds $\pm 1.41$)"
     ens = _cell(df, "table1", "ABE-8-512", "ens_r1")
     assert ens["spread"] is None or ens["spread"] != ens["spread"]  # None/NaN: an ensemble has no learner spread
+    one = _spec(specs, "table1", "ABE-1-512", "ind_r1")  # one learner: no spread (the paper prints "-")
+    store.runs_by_group = lambda profile: {one.group: runs}
+    assert _cell(_collect(catalog, selected, "smoke", store).df, "table1", "ABE-1-512", "ind_r1")["spread"] is None
     table = catalog.table("abe/table1")
     assert "standard deviation over the ensemble's learners" in legend_markdown(table, [cell])[0]

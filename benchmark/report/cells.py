@@ -333,6 +333,11 @@ def _base_cell(t: Table, row, i: int, col: Column, profile: str, kind: str) -> d
     }
 
 
+def _learners(cfg) -> int:
+    """Learners whose spread a learners_mean cell reports (ABE's M; 0 for other methods)."""
+    return cfg.abe.learners if cfg.abe is not None else 0
+
+
 @dataclass
 class Collected:
     df: pd.DataFrame
@@ -419,7 +424,7 @@ def _collect(catalog: Catalog, selected: list[Selected], profile: str, store: Ru
                         cell["clean"], cell["clean_std"], cell["clean_n"] = _mean_std(
                             [r.metrics.get(f"final_last/{source}/{mkey}") for r in runs])
                     spread = SPREAD_SOURCE.get(source)
-                    if spread:  # the paper's ± of this column: over learners, mean over seeds
+                    if spread and _learners(spec.config) > 1:  # the paper's ±: over learners, mean over seeds
                         cell["spread"] = _mean_std([r.metrics.get(f"final/{spread}/{mkey}") for r in runs])[0]
                         if spec.config.selection != "last":
                             cell["clean_spread"] = _mean_std(

@@ -82,7 +82,8 @@ class ABEMethod:
             keys = learners[0].keys()
             values = {k: np.array([l[k] for l in learners]) for k in keys}
             metrics["learners_mean"] = {k: float(v.mean()) for k, v in values.items()}
-            metrics["learners_std"] = {k: float(v.std(ddof=0)) for k, v in values.items()}
+            if len(learners) > 1:  # a spread over one learner means nothing (the paper prints "-")
+                metrics["learners_std"] = {k: float(v.std(ddof=0)) for k, v in values.items()}
         return metrics
 
     def state_dict(self) -> dict:

@@ -175,7 +175,9 @@ def multires_params(h: int, w: int, crop: int, ratio: tuple[float, float], rng) 
     [int(crop * ratio[0]), int(crop * ratio[1])], the shorter side in
     proportion (both rounded up), then a crop x crop window is drawn uniformly
     along each side longer than ``crop`` (offset 0 along a side that is not;
-    the view is then padded, see :meth:`TrainTransform.view_into`).
+    the view is then padded, see :meth:`TrainTransform.view_into`). Offsets
+    are uniform in [0, n - crop] as in torchvision's RandomCrop (HORDE's code
+    draws from [0, n - crop), never the last position).
     """
     lo, hi = int(crop * ratio[0]), int(crop * ratio[1])
     longer = lo + rng.random() * (hi - lo)

@@ -24,7 +24,7 @@ from benchmark.data import (
     prepare_splits,
 )
 from benchmark.data.rng import SplitMix64
-from benchmark.data.transforms import TrainTransform, multires_params, rrc_params, resized_crop
+from benchmark.data.transforms import TrainTransform, multires_params, resize_into, rrc_params, to_channels_last
 from benchmark.errors import ConfigError, DatasetNotFoundError, UserError
 
 # ---------------------------------------------------------------------------
@@ -91,11 +91,17 @@ def test_abe_pair_sampler_structure(batch_size):
 # ---------------------------------------------------------------------------
 
 
-def test_resized_crop_is_torchvisions():
+def test_resize_into_is_torchvisions_resized_crop():
+    """The kernel call the loader makes (channels-last crop of a decoded image,
+    written into a channels-last batch slot) gives torchvision's planar bytes."""
     img = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8, generator=_gen(0))
+    cl = to_channels_last(img)
     for top, left, h, w, size in [(0, 0, 37, 53, 24), (3, 5, 20, 30, 48), (1, 1, 30, 30, 30)]:
         expected = F.resized_crop(img, top, left, h, w, [size, size], antialias=True)
-        assert torch.equal(resized_crop(img, top, left, h, w, size), expected)
+        slot = torch.zeros(size, size, 3, dtype=torch.uint8)
+        out = slot.unsqueeze(0).permute(0, 3, 1, 2)
+        assert resize_into(cl[:, :, top : top + h, left : left + w], out) is out
+        assert torch.equal(slot.permute(2, 0, 1), expected)  # written in place, into the slot
 
 
 def test_rrc_params_follow_scale_and_ratio():

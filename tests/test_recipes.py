@@ -353,7 +353,7 @@ def test_teacher_follows_context(catalog):
     assert rkd4 and all(s.teacher.hash == t1[("Independent", s.dataset)] for s in rkd4)
 
 
-def test_scoped_override_reaches_only_its_run(catalog, tmp_path):
+def test_scoped_override_reaches_only_its_run(catalog, tmp_path, capsys):
     """`tune` writes its best λ with a scope: in Table 6 it changes the row's DM²
     run and leaves the λ-0 Independent run (and the other dataset) alone; a
     scope that matches nothing selected is an error naming the file."""
@@ -380,8 +380,11 @@ def test_scoped_override_reaches_only_its_run(catalog, tmp_path):
     f.write_text("scope: {recipe: dm2/table6, row: Proxy-NCA, where: {group: DM²}, dataset: cub200}\n"
                  "set:\n  cohort.lambda_mutual: 39.5\n", encoding="utf-8")
     assert main(["plan", "dm2/table6", "--profile", "smoke", "--row", "Proxy-NCA", "--overrides", str(f)]) == 0
+    capsys.readouterr()
     f.write_text("scope: {recipe: dm2/table6, rows: Proxy-NCA}\nset: {}\n", encoding="utf-8")
-    assert main(["plan", "dm2/table6", "--profile", "smoke", "--overrides", str(f)]) != 0
+    assert main(["plan", "dm2/table6", "--profile", "smoke", "--overrides", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and f"{f}: scope.rows: unknown key" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------

@@ -106,12 +106,10 @@ def crop_box(img: torch.Tensor, box: np.ndarray) -> torch.Tensor:
 
 
 def _resize(img: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
-    """``F.resize(img, [nh, nw], antialias=True)`` via its kernel (see :func:`resized_crop`)."""
+    """``F.resize(img, [nh, nw], antialias=True)`` for uint8 [3,h,w] (see :func:`resize_into`)."""
     if img.shape[-2:] == (nh, nw):
         return img
-    return torch.nn.functional.interpolate(
-        img.unsqueeze(0), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
-    )[0]
+    return resize_into(img.unsqueeze(0), torch.empty(1, 3, nh, nw, dtype=torch.uint8))[0]
 
 
 def _resize_longer(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -191,35 +189,16 @@ def multires_params(h: int, w: int, crop: int, ratio: tuple[float, float], rng) 
     return nh, nw, top, left
 
 
-def resized_crop(
-    img: torch.Tensor, top: int, left: int, height: int, width: int, size: int, out: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)`` for uint8.
+def resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``F.resize(src, out.shape[-2:], antialias=True)`` for uint8 [1,3,h,w], written into ``out``.
 
-    ``img`` is [3,H,W] or [1,3,H,W] (the result has the same rank). Calls the
-    kernel torchvision itself dispatches to (bilinear, antialiased interpolate
-    on uint8; a test checks the output is bit-identical) without the v2
-    wrapper, which costs ~3x the kernel on the tiny smoke images where we call
-    it once per view.
-
-    With ``out`` ([1,3,size,size]) the result is written there and ``out`` is
-    returned: the resize kernel writes straight into it (the loader passes a
-    slot of the batch, so a view costs no copy).
+    Calls the kernel torchvision itself dispatches to (bilinear, antialiased
+    interpolate on uint8; a test checks the bytes are torchvision's) through
+    its ``out=`` overload, so a view is resized straight into its slot of the
+    batch, and without the v2 wrapper, which costs ~3x the kernel on the tiny
+    smoke images. Fastest with channels-last ``src`` and ``out`` (see
+    :meth:`TrainTransform.prepare`).
     """
-    batched = img.dim() == 4
-    x = img if batched else img.unsqueeze(0)
-    crop = x[:, :, top : top + height, left : left + width]
-    if out is not None:
-        return _resize_into(crop, out)
-    if height != size or width != size:
-        crop = torch.nn.functional.interpolate(
-            crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-    return crop if batched else crop[0]
-
-
-def _resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Antialiased bilinear resize of [1,3,h,w] ``src`` to the size of ``out``, written into ``out``."""
     size = list(out.shape[-2:])
     if list(src.shape[-2:]) == size:
         out.copy_(src)
@@ -254,10 +233,10 @@ def resized_window(src: torch.Tensor, nh: int, nw: int, top: int, left: int, hm:
         rows = src
     else:
         rows = torch.empty(1, h, nw, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
-        _resize_into(src[:, :, a:b, :], rows[:, :, a:b, :])
+        resize_into(src[:, :, a:b, :], rows[:, :, a:b, :])
     if nh == h:
         return rows[:, :, top : top + hm, left : left + wm]
-    cols = _resize_into(rows[:, :, :, left : left + wm], torch.empty(1, nh, wm, 3, dtype=torch.uint8).permute(0, 3, 1, 2))
+    cols = resize_into(rows[:, :, :, left : left + wm], torch.empty(1, nh, wm, 3, dtype=torch.uint8).permute(0, 3, 1, 2))
     return cols[:, :, top : top + hm, :]
 
 
@@ -339,8 +318,8 @@ class TrainTransform:
             img = _pad_square(_resize_longer(img, self.resize), self.resize)
         return to_channels_last(img)
 
-    def view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor, scratch: torch.Tensor) -> bool:
-        """Write one random view of a ``prepare``d image into ``out``; returns whether it was flipped.
+    def view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor, scratch: torch.Tensor) -> None:
+        """Write one random view of a ``prepare``d image into ``out``.
 
         ``out`` and ``scratch`` are uint8 [crop, crop, 3] (interleaved RGB, the
         layout of a channels-last batch slot). ``rng`` is any object with
@@ -352,24 +331,25 @@ class TrainTransform:
         h, w = prepared.shape[-2:]
         c = self.crop
         if self.kind == "multi_resolution_crop":
-            return self._multires_view_into(prepared, rng, out)
+            self._multires_view_into(prepared, rng, out)
+            return
         if self.kind == "random_resized_crop":
             top, left, ch, cw = rrc_params(h, w, self.scale, self.ratio, rng)
         else:
             top, left, ch, cw = int(rng.random() * (h - c + 1)), int(rng.random() * (w - c + 1)), c, c
         flip = self.hflip and rng.random() < 0.5
+        crop = prepared[:, :, top : top + ch, left : left + cw]
         if ch == c and cw == c:  # no resize: one copy from the image
-            src = prepared[0, :, top : top + c, left : left + c].permute(1, 2, 0)
+            src = crop[0].permute(1, 2, 0)
         else:
             target = scratch if flip else out
-            resized_crop(prepared, top, left, ch, cw, c, out=target.unsqueeze(0).permute(0, 3, 1, 2))
+            resize_into(crop, target.unsqueeze(0).permute(0, 3, 1, 2))
             if not flip:
-                return False
+                return
             src = scratch
         out.copy_(src.flip(1) if flip else src)  # torch's flip: ~10x numpy's reversed copy of 3-byte pixels
-        return flip
 
-    def _multires_view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor) -> bool:
+    def _multires_view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor) -> None:
         """The window of the resized image (exactly what resizing then cropping gives), into ``out``."""
         h, w = prepared.shape[-2:]
         c = self.crop
@@ -379,7 +359,7 @@ class TrainTransform:
         window = resized_window(prepared, nh, nw, top, left, hm, wm)[0].permute(1, 2, 0)
         if hm == c and wm == c:
             out.copy_(window.flip(1) if flip else window)
-            return flip
+            return
         # Smaller than the crop along a side: centred on black, then the whole
         # canvas is flipped (so the padding is mirrored too).
         out.zero_()
@@ -387,7 +367,6 @@ class TrainTransform:
         out[y : y + hm, x : x + wm] = window
         if flip:
             out.copy_(out.flip(1))
-        return flip
 
     def __call__(self, img: torch.Tensor, rng) -> torch.Tensor:
         """One random view of a decoded image [3,H,W] -> [3,crop,crop] (contiguous)."""

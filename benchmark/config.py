@@ -422,6 +422,14 @@ def check(cfg: TrainConfig, where: str = "config") -> None:
         check(dc.teacher, f"{where}.distill.teacher")
         if dc.teacher.method == "distill":
             raise ConfigError(f"{where}.distill.teacher.method: a teacher cannot itself be a distillation")
+        if dc.teacher_members is not None:
+            if dc.teacher.method != "cohort":
+                raise ConfigError(f"{where}.distill.teacher_members: only a cohort teacher has members")
+            n = len(dc.teacher.cohort.members)
+            bad = [i for i in dc.teacher_members if not isinstance(i, int) or not 1 <= i <= n]
+            if bad or not dc.teacher_members or len(set(dc.teacher_members)) != len(dc.teacher_members):
+                raise ConfigError(f"{where}.distill.teacher_members: expected distinct member numbers 1..{n}, "
+                                  f"got {list(dc.teacher_members)}")
 
 
 def normalize(cfg: TrainConfig) -> TrainConfig:

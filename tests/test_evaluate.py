@@ -111,7 +111,9 @@ def test_agrees_with_pytorch_metric_learning():
     assert ours["map@r"] == pytest.approx(100 * ref["mean_average_precision_at_r"], abs=1e-6)
 
 
-def test_measure_eval_speedup_small():
+def test_measure_eval_speedup_runs_and_agrees_with_pml():
+    # timings are not asserted (perf shows them); the measurement asserts inside
+    # that both implementations give the same Recall@1
     from benchmark.perf_eval import measure_eval_speedup
 
     out = measure_eval_speedup(n=400, dim=16, classes=100, seed=1)

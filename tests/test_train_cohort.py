@@ -105,18 +105,17 @@ def test_ensemble_is_the_concatenation_of_members():
 def test_abe_pair_cosines_sample_the_right_kinds_of_pairs():
     from benchmark.train.abe import pair_cosines
 
-    torch.manual_seed(0)
     labels = torch.arange(5).repeat_interleave(4)
-    # learner embeddings that encode (label, image, learner) so each kind is recognisable:
-    # same-label pairs have cosine 1, different labels 0, different learners of one image -1
+    # embedding of (image n, learner m) = one-hot(label) + one-hot(n) + one-hot(m), / sqrt 3:
+    # same learner, same label, other image: 2/3 (an image paired with itself would give 1);
+    # same learner, other label: 1/3; same image, other learner: 2/3
     N, M = len(labels), 3
-    emb = torch.zeros(N, M, 16)
+    emb = torch.zeros(N, M, 5 + N + M)
     for n in range(N):
         for m in range(M):
-            emb[n, m, labels[n]] = 1.0 if m == 0 else 0.0
-            emb[n, m, 8 + labels[n]] = 0.0 if m == 0 else 1.0
-    emb[:, 1, 8:] *= -1  # learner 1 points away from learner 2; learner 0 is orthogonal to both
+            emb[n, m, labels[n]] = emb[n, m, 5 + n] = emb[n, m, 5 + N + m] = 1.0
+    emb = emb / 3**0.5
     out = pair_cosines(emb, labels, max_pairs=500)
-    assert len(out["positive"]) == 500 and np.allclose(out["positive"], 1.0)
-    assert len(out["negative"]) > 300 and np.allclose(out["negative"], 0.0)
-    assert set(np.round(out["self"], 4)) <= {0.0, -1.0} and (out["self"] == -1).any()
+    assert len(out["positive"]) == 500 and np.allclose(out["positive"], 2 / 3, atol=1e-6)
+    assert len(out["negative"]) > 300 and np.allclose(out["negative"], 1 / 3, atol=1e-6)
+    assert len(out["self"]) > 0 and np.allclose(out["self"], 2 / 3, atol=1e-6)

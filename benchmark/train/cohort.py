@@ -71,12 +71,6 @@ def build_members(cfg: TrainConfig) -> list[nn.Module]:
     return models
 
 
-def cohort_embeddings(models: list[nn.Module], images: torch.Tensor, members: list[int] | None = None) -> torch.Tensor:
-    """Ensemble embedding: the concatenation of the (L2-normalised) members' embeddings."""
-    idx = members if members is not None else list(range(len(models)))
-    return torch.cat([models[i](images) for i in idx], dim=1)
-
-
 class CohortMethod:
     primary_source = "ensemble"
 
@@ -124,7 +118,7 @@ class CohortMethod:
                 continue
             loss = metric = self.losses[l](embeddings[l], labels)
             if lam > 0:
-                mutual = dm2_mutual_loss(psis[l], [psis[k].detach() for k in range(L) if k != l])
+                mutual = dm2_mutual_loss(psis[l], [psis[k] for k in range(L) if k != l])  # detaches the targets
                 loss = loss + lam * mutual
                 mutual_sum += float(mutual.detach())
             opt = self.optimizers[l]
@@ -148,12 +142,18 @@ class CohortMethod:
     # -- evaluation ---------------------------------------------------------
     @torch.no_grad()
     def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
+        """Each member's embedding and their concatenation (the ensemble); sources in
+        ``skip`` are not returned, and a member is not run unless something needs it."""
+        names = [f"member{l + 1}" for l in range(len(self.models))]
+        want_ensemble = "ensemble" not in skip
         out = {}
-        for l, model in enumerate(self.models):
-            model.eval()
-            out[f"member{l + 1}"] = model(images)
-        out["ensemble"] = torch.cat([out[f"member{l + 1}"] for l in range(len(self.models))], dim=1)
-        return out
+        for name, model in zip(names, self.models):
+            if want_ensemble or name not in skip:
+                model.eval()
+                out[name] = model(images)
+        if want_ensemble:
+            out["ensemble"] = torch.cat([out[n] for n in names], dim=1)
+        return {k: v for k, v in out.items() if k not in skip}
 
     def fixed_sources(self) -> list[str]:
         return []

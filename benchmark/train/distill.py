@@ -41,7 +41,7 @@ def teacher_dimension(cfg: TrainConfig) -> int:
     if t.method == "abe":
         return t.abe.embedding_dim
     members = cfg.distill.teacher_members or list(range(1, len(t.cohort.members) + 1))
-    return sum(t.cohort.members[i - 1].embedding_dim for i in members if 0 < i <= len(t.cohort.members))
+    return sum(t.cohort.members[i - 1].embedding_dim for i in members)  # indices checked by config.check
 
 
 class DistillMethod:
@@ -85,15 +85,16 @@ class DistillMethod:
 
     @torch.no_grad()
     def teacher_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.teacher.embed(images)
+        t = self.dc.teacher
+        if t.method != "cohort":
+            return self.teacher.embed(images)["ensemble"]
+        names = [f"member{i + 1}" for i in range(len(t.cohort.members))]
         members = self.dc.teacher_members
-        if members:
-            keys = [f"member{i}" for i in members]
-            missing = [k for k in keys if k not in out]
-            if missing:
-                raise UserError(f"distill.teacher_members: the teacher has no {', '.join(missing)}")
-            return torch.cat([out[k] for k in keys], dim=1)
-        return out["ensemble"]
+        if not members:
+            return self.teacher.embed(images, frozenset(names))["ensemble"]
+        keys = [f"member{i}" for i in members]  # only these members are run
+        out = self.teacher.embed(images, frozenset(n for n in names if n not in keys) | {"ensemble"})
+        return torch.cat([out[k] for k in keys], dim=1)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
         x = images[:, 0]

@@ -127,10 +127,16 @@ class Evaluator:
         if split_name == "test" and self.splits.test is None:
             q, ql = self._embed(method, self.splits.query, skip)
             g, gl = self._embed(method, self.splits.gallery, skip)
-            return {s: query_gallery_metrics(q[s], ql, g[s], gl, ks, map_r=map_r) for s in q}
+            return {s: query_gallery_metrics(self._on(q[s]), self._on(ql), self._on(g[s]), self._on(gl), ks, map_r=map_r)
+                    for s in q}
         split = self.splits.test if split_name == "test" else self.splits.val
         emb, labels = self._embed(method, split, skip)
-        return {s: retrieval_metrics(e, labels, ks, map_r=map_r) for s, e in emb.items()}
+        return {s: retrieval_metrics(self._on(e), self._on(labels), ks, map_r=map_r) for s, e in emb.items()}
+
+    def _on(self, t: torch.Tensor) -> torch.Tensor:
+        """Scored on the training device (the tiled distance products are the cost);
+        embeddings are gathered on the CPU so a split never has to fit on it twice."""
+        return t.to(self.device)
 
     def evaluate(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
         done = frozenset(self._fixed.get(split_name, {}))
@@ -179,17 +185,17 @@ def run_loop(
         seed_globals(cfg.seed, epoch, "global")
         gen = generator(cfg.seed, epoch, "method")
         stream = batches.epoch(epoch, iters)
-        n_iters = iters if iters is not None else max(len(splits.train.labels) // cfg.data.batch_size, 1)
+        n_iters = batches.num_batches(iters)
         bar = tqdm(stream, total=n_iters, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), leave=False, disable=not progress, unit="it")
         sums: dict[str, float] = {}
-        count = 0
+        counts: dict[str, int] = {}  # per key: e.g. mutual_loss is absent while lambda is 0
         for i, (images, labels) in enumerate(bar):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             losses = method.train_step(images, labels, epoch + i / max(n_iters, 1), gen)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             if progress and "loss" in losses:
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
         bar.close()
@@ -197,7 +203,7 @@ def run_loop(
             if not math.isfinite(v):
                 raise FloatingPointError(f"training diverged: {k} is {v} in epoch {epoch + 1}")
         method.end_epoch()
-        logged = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+        logged = {f"train/{k}": v / counts[k] for k, v in sums.items()}
         last = epoch == epochs - 1
         if (epoch + 1) % cfg.schedule.eval_every == 0 or last:
             metrics = _flatten("test", evaluator.evaluate(method, "test"))

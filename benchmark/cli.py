@@ -53,7 +53,7 @@ def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
 
 
 def _context(args: argparse.Namespace):
-    from benchmark.layers import expand_dotted
+    from benchmark.layers import expand_dotted, merge
     from benchmark.recipes import Context, override_layer, parse_scope
     from benchmark.yamlio import load_yaml, parse_scalar
 
@@ -73,9 +73,13 @@ def _context(args: argparse.Namespace):
             data = data.get("set") or {}
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: set: expected a mapping of config keys to values")
+        # Each key is checked on its own (errors name it), but the file is applied
+        # as one layer, as a recipe's `set` is: split per key, a `loss.name` met
+        # after `loss.params` would start the parameters afresh and drop them.
+        layer: dict = {}
         for key, value in expand_flat(data).items():
-            origin, layer = override_layer(key, value, f"{path}: {key}")
-            overrides.append((origin, layer, scope) if scope else (origin, layer))
+            layer = merge(layer, override_layer(key, value, f"{path}: {key}")[1])
+        overrides.append((str(path), layer, scope) if scope else (str(path), layer))
     for item in args.sets:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():

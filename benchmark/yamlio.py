@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from benchmark.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 rules
+    want a dot, ``1.0e-4``, and otherwise give the string '1e-4')."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_yaml(path: Path) -> Any:
@@ -19,7 +33,7 @@ def load_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark is not None else ""
@@ -30,13 +44,6 @@ def load_yaml(path: Path) -> Any:
 def parse_scalar(text: str) -> Any:
     """A --set value: YAML scalar or flow collection ('3e-5', 'true', '[1, 2]')."""
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
-    # YAML 1.1 reads '3e-5' as a string; accept the float people mean.
-    if isinstance(value, str):
-        try:
-            return float(value) if any(ch in value for ch in ".eE") else value
-        except ValueError:
-            return value
-    return value

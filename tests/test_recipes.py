@@ -625,3 +625,21 @@ def test_recipe_parameters_are_accepted_by_the_implementations(expanded):
                     distill.build_distill_loss(cfg.distill.loss, cfg.distill.params)
             if cfg.abe:
                 abe_models.resolve_branch_point(cfg.abe.branch_point)
+
+
+def test_overrides_file_is_one_layer_whatever_its_key_order(catalog, tmp_path):
+    """A file that switches the loss keeps its parameters in any key order (as a
+    recipe's `set` does), and reads 1e-4 as the number it is."""
+    import argparse
+
+    from benchmark.cli import _context
+
+    for i, text in enumerate(["loss: {params: {margin: 0.7}, name: contrastive}\noptim.lr: 1e-4\n",
+                              "loss: {name: contrastive, params: {margin: 0.7}}\noptim.lr: 1e-4\n"]):
+        f = tmp_path / f"o{i}.yaml"
+        f.write_text(text, encoding="utf-8")
+        args = argparse.Namespace(profile="smoke", overrides=[str(f)], sets=[], seeds=1, data_root=None,
+                                  rows=["Independent"], datasets=["cub200"])
+        (spec,) = expand(catalog, catalog.select("dm2/table1"), _context(args))
+        assert spec.config.loss.name == "contrastive" and spec.config.loss.params == {"margin": 0.7}, text
+        assert spec.config.optim.lr == 1e-4

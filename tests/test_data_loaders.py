@@ -24,7 +24,14 @@ from benchmark.data import (
     prepare_splits,
 )
 from benchmark.data.rng import SplitMix64
-from benchmark.data.transforms import TrainTransform, multires_params, resize_into, rrc_params, to_channels_last
+from benchmark.data.transforms import (
+    TrainTransform,
+    crop_box,
+    multires_params,
+    resize_into,
+    rrc_params,
+    to_channels_last,
+)
 from benchmark.errors import ConfigError, DatasetNotFoundError, UserError
 
 # ---------------------------------------------------------------------------
@@ -309,22 +316,59 @@ def test_batch_views_are_torchvisions_resized_crop_and_flip(patterned):
 
 
 def test_each_image_decoded_once_per_batch(patterned):
-    tb = TrainBatches(CFG, patterned, 4, 0)
+    # K = 8 images per class from classes of 5: every batch repeats images
+    cfg = dataclasses.replace(CFG, batch_size=16, images_per_class=8)
+    tb = TrainBatches(cfg, patterned, 4, 0)
     before = decode_count()
     n = sum(1 for _ in tb.epoch(0, 3))
-    distinct = sum(len(set(b)) for b in tb.batch_indices(0, 3))
-    assert n == 3 and decode_count() - before == distinct  # not 4x, one per view
+    batches = tb.batch_indices(0, 3)
+    distinct = sum(len(set(b)) for b in batches)
+    assert all(len(set(b)) < len(b) for b in batches)  # the repeats are there
+    assert n == 3 and decode_count() - before == distinct  # not once per position, nor per view
 
 
-def test_abe_sampler_batches_and_cropping(patterned):
-    boxes = np.tile([[0.0, 0.0, 20.0, 10.0]], (len(patterned), 1))
-    split = dataclasses.replace(patterned, boxes=boxes)
-    cfg = dataclasses.replace(CFG, sampler="abe_pairs", hflip=False, rrc_scale=(1.0, 1.0), rrc_ratio=(2.0, 2.0))
-    x, y = _epoch(cfg, split, 0, views=1, iterations=1)[0]
+def test_box_crops_reach_the_batch(patterned):
+    """With boxes (cropped CUB / Cars) the views show only the box: here the box
+    is the image's left third, whose green channel (x * 6) stays below 80."""
+    boxes = np.tile([[0.0, 0.0, 13.0, 30.0]], (len(patterned), 1))
+    cfg = dataclasses.replace(CFG, rrc_scale=(0.5, 1.0))
+    x, _ = _epoch(cfg, dataclasses.replace(patterned, boxes=boxes), 0, views=2, iterations=1)[0]
+    assert x[:, :, 1].max() <= 80
+    x, _ = _epoch(cfg, patterned, 0, views=2, iterations=1)[0]
+    assert x[:, :, 1].max() > 150  # without boxes the right side shows
+
+
+def test_crop_box_clamps_and_falls_back():
+    img = torch.arange(3 * 10 * 20, dtype=torch.int32).view(3, 10, 20).to(torch.uint8)
+    assert torch.equal(crop_box(img, np.array([2.4, 1.5, 7.2, 9.0])), img[:, 1:9, 2:8])  # floor / ceil
+    assert torch.equal(crop_box(img, np.array([-5.0, -5.0, 50.0, 50.0])), img)  # clamped to the image
+    assert torch.equal(crop_box(img, np.array([5.0, 5.0, 5.0, 9.0])), img)  # empty box: whole image
+
+
+def test_abe_train_views_are_torchvisions_resize_pad_crop_flip():
+    """ABE's augmentation: longer side -> resize_size, centred on a black square,
+    random crop_size crop, flip; against torchvision's ops with the same draws."""
+    cfg = DataConfig(train_transform="resize_pad_random_crop", resize_size=40, crop_size=32)
+    tt = TrainTransform(cfg)
+    img = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8, generator=_gen(3))
+    resized = F.resize(img, [29, 40], antialias=True)  # 50 x 70 -> longer side 40
+    square = F.pad(resized, [0, 5, 0, 6], fill=0)  # left, top, right, bottom: centred in 40 x 40
+    flips = 0
+    for k in range(40):
+        rng = SplitMix64(k)
+        top, left = int(rng.random() * 9), int(rng.random() * 9)
+        expected = square[:, top : top + 32, left : left + 32]
+        if rng.random() < 0.5:
+            expected, flips = F.horizontal_flip(expected), flips + 1
+        assert torch.equal(tt(img, SplitMix64(k)), expected), k
+    assert 0 < flips < 40
+
+
+def test_abe_sampler_batches(patterned):
+    cfg = dataclasses.replace(CFG, sampler="abe_pairs")
+    x, y = _epoch(cfg, patterned, 0, views=1, iterations=1)[0]
     assert y[:2].tolist() == y[4:6].tolist()  # positives of anchors 0, 1
     assert (y[2:4] != y[6:8]).all()
-    # full-area, box-shaped crop of the 20x10 box: left edge is x=0 (green 0)
-    assert x[:, 0, 1, :, 0].max() <= 6
 
 
 def test_eval_batches_in_order(patterned):

@@ -19,8 +19,10 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def write_cub(root: Path, classes=(1, 2, 101, 102), per_class=3) -> dict:
-    """CUB_200_2011 files; returns {image id: (relpath, class, (x, y, w, h))}."""
+def write_cub(root: Path, classes=(1, 100, 101, 200), per_class=3) -> dict:
+    """CUB_200_2011 files; returns {image id: (relpath, class, (x, y, w, h))}.
+
+    The default classes sit on both sides of the split (100 | 101) and at its ends."""
     entries = {}
     k = 0
     for c in classes:
@@ -56,7 +58,7 @@ def test_cub_splits_labels_and_paths(tmp_path):
     assert s.query is None and s.gallery is None and s.val is None
     assert len(s.train) == 6 and len(s.test) == 6
     assert s.train.boxes is None and s.test.boxes is None
-    # classes 1,2 -> 0,1 in train; 101,102 -> 0,1 in test
+    # classes 1,100 -> 0,1 in train; 101,200 -> 0,1 in test
     np.testing.assert_array_equal(s.train.labels, [0, 0, 0, 1, 1, 1])
     np.testing.assert_array_equal(s.test.labels, [0, 0, 0, 1, 1, 1])
     assert s.train.labels.dtype == np.int64

@@ -131,6 +131,14 @@ def test_torchvision_layouts_match_their_weights_files():
     assert {k: tuple(v.shape) for k, v in tv.items() if not k.startswith(drop)} == {
         k: tuple(v.shape) for k, v in ours.items()
     }
+    # the smoke model's hand-kept width table is torchvision's, divided by 8
+    tiny = {k: tuple(v.shape) for k, v in googlenet_stages(8).state_dict().items()}
+    assert tiny.keys() == ours.keys()
+    for k, shape in ((k, tuple(v.shape)) for k, v in ours.items()):
+        if len(shape) == 4:  # conv weight: out, in channels divided (not the image's 3), kernel kept
+            assert tiny[k] == (shape[0] // 8, shape[1] if k.startswith("conv1.") else shape[1] // 8, *shape[2:]), k
+        elif len(shape) == 1:  # BN parameters and buffers
+            assert tiny[k] == (shape[0] // 8,), k
     tv = resnet50(weights=None).state_dict()
     drop = P.weights_source("resnet50").drop_prefixes
     ours = resnet50_backbone().state_dict()

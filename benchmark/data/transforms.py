@@ -106,17 +106,19 @@ def crop_box(img: torch.Tensor, box: np.ndarray) -> torch.Tensor:
 
 
 def _resize(img: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
-    """``F.resize(img, [nh, nw], antialias=True)`` for uint8 [3,h,w] (see :func:`resize_into`)."""
+    """torchvision's antialiased resize of a decoded uint8 [3,h,w] (evaluation: once per image)."""
     if img.shape[-2:] == (nh, nw):
         return img
-    return resize_into(img.unsqueeze(0), torch.empty(1, 3, nh, nw, dtype=torch.uint8))[0]
+    return F.resize(img, [nh, nw], antialias=True)
+
+
+def _longer_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
 
 
 def _resize_longer(img: torch.Tensor, size: int) -> torch.Tensor:
-    _, h, w = img.shape
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    return _resize(img, nh, nw)
+    return _resize(img, *_longer_side_size(*img.shape[-2:], size))
 
 
 def _resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -314,9 +316,17 @@ class TrainTransform:
         scalar repacking to planar, which costs as much as the resize itself.
         Views are written, still interleaved, into a channels-last batch.
         """
-        if self.kind == "resize_pad_random_crop":
-            img = _pad_square(_resize_longer(img, self.resize), self.resize)
-        return to_channels_last(img)
+        img = to_channels_last(img)
+        if self.kind != "resize_pad_random_crop":
+            return img
+        # longer side -> resize, centred on a black square: resized straight into
+        # the canvas (what _pad_square(_resize_longer(...)) gives, one pass less)
+        size = self.resize
+        nh, nw = _longer_side_size(*img.shape[-2:], size)
+        canvas = torch.zeros(1, size, size, 3, dtype=torch.uint8).permute(0, 3, 1, 2)
+        y, x = (size - nh) // 2, (size - nw) // 2
+        resize_into(img, canvas[:, :, y : y + nh, x : x + nw])
+        return canvas
 
     def view_into(self, prepared: torch.Tensor, rng, out: torch.Tensor, scratch: torch.Tensor) -> None:
         """Write one random view of a ``prepare``d image into ``out``.

@@ -74,12 +74,15 @@ def stages_of(model: GoogLeNet) -> nn.Sequential:
 
 
 def googlenet_stages(width_divisor: int = 1) -> nn.Sequential:
-    """GoogLeNet's stages built from torchvision blocks with channels / ``width_divisor``.
+    """GoogLeNet's stages with channels / ``width_divisor``.
 
-    With ``width_divisor=1`` this has exactly torchvision GoogLeNet's state-dict
-    keys and shapes (a test checks it); every GoogLeNet width is divisible by 8.
+    Full width: the stages of torchvision's own ``GoogLeNet``. Narrower (the
+    smoke model): the same topology from torchvision's blocks, with the widths
+    of the table above divided (every GoogLeNet width is divisible by 8).
     """
     d = width_divisor
+    if d == 1:
+        return stages_of(GoogLeNet(aux_logits=False, init_weights=False))
 
     def w(c: int) -> int:
         if c % d:

@@ -127,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner.preflight import preflight
     from benchmark.runner.tracking import Tracker
 
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be at least 1")
     _, specs = _specs(args)
     if args.threads:
         import torch
@@ -184,11 +186,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
 def _report_profile(args: argparse.Namespace, tracker_uri: str) -> str:
     if args.profile != "auto":
         return args.profile
-    from benchmark.runner.tracking import Tracker
+    from benchmark.report.cells import RunStore
 
-    tracker = Tracker(tracker_uri)
-    runs = tracker.client.search_runs(tracker._all_experiment_ids(), "tags.`bench.profile` = 'paper' and attributes.status = 'FINISHED'", max_results=1)
-    return "paper" if runs else "smoke"
+    # read-only: the report never creates a tracking store
+    return "paper" if RunStore(tracker_uri).finished_runs("paper") else "smoke"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

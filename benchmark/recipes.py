@@ -352,6 +352,9 @@ class Catalog:
         table_key = data.get("table")
         if table_key is None and data.get("rows") is not None:
             table_key = name
+        for section in ("datasets", "assumed", "profiles"):
+            if not isinstance(data.get(section) or {}, dict):
+                raise ConfigError(f"{where}: {section}: expected a mapping")
         datasets = {}
         for ds, layer in (data.get("datasets") or {}).items():
             if ds not in ("cub200", "cars196", "sop", "inshop"):

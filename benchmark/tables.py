@@ -166,11 +166,19 @@ def load_table(path: Path) -> Table:
         values = r.get("values")
         if values is None:
             values = [None] * len(columns)
-        if len(values) != len(columns):
-            raise ConfigError(f"{rw}.values: {len(values)} values for {len(columns)} columns")
         stds = r.get("stds")
-        if stds is not None and len(stds) != len(columns):
-            raise ConfigError(f"{rw}.stds: {len(stds)} values for {len(columns)} columns")
+        for key, vals in (("values", values), ("stds", stds)):
+            if vals is None:
+                continue
+            if not isinstance(vals, list) or len(vals) != len(columns):
+                n = len(vals) if isinstance(vals, list) else "not a list of"
+                raise ConfigError(f"{rw}.{key}: {n} values for {len(columns)} columns")
+            bad = [v for v in vals if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+            if bad:
+                raise ConfigError(f"{rw}.{key}: {bad[0]!r} is not a number (null where the paper prints none)")
+        for key in ("labels", "attrs"):
+            if not isinstance(r.get(key) or {}, dict):
+                raise ConfigError(f"{rw}.{key}: expected a mapping")
         rows.append(Row(
             name=str(r["name"]), values=[None if v is None else float(v) for v in values],
             stds=None if stds is None else [None if v is None else float(v) for v in stds],
@@ -184,5 +192,13 @@ def load_table(path: Path) -> Table:
         paper=str(data["paper"]), id=str(data["id"]), kind=data["kind"],
         title=str(data.get("title", "")), caption=str(data.get("caption", "")),
         columns=columns, rows=rows, path=path,
-        row_labels=list(data.get("row_labels") or []), plot=dict(data.get("plot") or {}),
+        row_labels=_str_list(data.get("row_labels"), f"{where}: row_labels"), plot=dict(data.get("plot") or {}),
     )
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of names")
+    return [str(v) for v in value]

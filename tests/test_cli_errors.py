@@ -60,3 +60,7 @@ def test_missing_dataset_files_are_named_with_the_layout(capsys, tmp_path):
     root.mkdir()
     msg = _error(capsys, ["run", "dm2/table1", "--data-root", str(root), "--no-progress"])
     assert "images.txt" in msg and str(root) in msg
+
+
+def test_bad_thread_count_is_one_line(capsys):
+    assert "--threads -1" in _error(capsys, ["run", "dm2/table1", "--profile", "smoke", "--threads", "-1", "--dry-run"])

@@ -123,6 +123,10 @@ def test_the_small_project_expands(tmp_path, monkeypatch):
         (RECIPE + "datasets:\n  sop: {cohort.sise: 3}\n", ["t.yaml", "datasets.sop.cohort.sise: unknown key"]),
         (RECIPE + "assumed:\n  optim.learning_rate: why\n", ["t.yaml", "assumed.optim.learning_rate: not a config key"]),
         (RECIPE.replace("extends: defaults", "extends: basics"), ["t.yaml", "extends", "p/basics"]),
+        # sections given as lists
+        (RECIPE + "datasets: [sop]\n", ["t.yaml", "datasets: expected a mapping"]),
+        (RECIPE + "assumed: [x]\n", ["t.yaml", "assumed: expected a mapping"]),
+        (RECIPE + "profiles: [smoke]\n", ["t.yaml", "profiles: expected a mapping"]),
         # invalid YAML
         ("extends: defaults\nrows:\n  Solo: {set: {\n  Pair: {}\n", ["t.yaml", "line", "invalid YAML"]),
     ],
@@ -194,3 +198,20 @@ def test_unknown_profile_and_selector(tmp_path):
     assert "profile 'fast'" in msg and "smoke" in msg
     assert "no such recipe" in error_of(catalog.select, "p/t9")
     assert "no such paper" in error_of(catalog.select, "q")
+
+
+@pytest.mark.parametrize(
+    "row, expect",
+    [
+        ("{name: Solo, values: [a, null]}", "rows[0].values: 'a' is not a number"),
+        ("{name: Solo, values: 3}", "rows[0].values: not a list of values for 2 columns"),
+        ("{name: Solo, values: [1.0, null], stds: 4}", "rows[0].stds: not a list of values"),
+        ("{name: Solo, values: [1.0, null], labels: [1]}", "rows[0].labels: expected a mapping"),
+    ],
+)
+def test_table_file_mistakes_are_one_line(tmp_path, row, expect):
+    catalog = project(tmp_path)
+    table = tmp_path / "tables" / "p" / "t.yaml"
+    table.write_text(TABLE.replace("  - {name: Solo, values: [1.0, null]}", "  - " + row), encoding="utf-8")
+    msg = error_of(expand_all, catalog)
+    assert "t.yaml" in msg and expect in msg, msg

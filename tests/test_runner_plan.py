@@ -25,6 +25,8 @@ def test_teachers_come_first_and_are_made_once():
     runs = ordered(list(reversed(specs)))  # even when handed students first
     position = {s.hash: i for i, s in enumerate(runs)}
     assert len(position) == len(runs), "a run appears twice"
+    needed = {s.hash for s in specs} | {s.teacher.hash for s in specs if s.teacher is not None}
+    assert set(position) == needed, "a run or a teacher is missing"
     students = [s for s in runs if s.teacher is not None]
     assert len(students) >= 6  # RKD-DA, DarkRank, Compact x (2x, 4x) + DM² -> RKD-DA
     for s in students:

@@ -278,4 +278,4 @@ def test_report_pages_for_every_study(home, first_study, pruned_study, tmp_path)
     assert "| `cohort.lambda_mutual` | [2, 200] log" in text and "| 20 " in text  # paper value beside the best
     assert (first.parent / first.name.replace(".md", "-history.png")).is_file()
     assert "needs at least two tuned parameters" in text
-    assert "pruned" in (tmp_path / "reports" / "tuning" / "pruned.md").read_text()
+    assert "(0 complete, 1 pruned, 0 failed)" in (tmp_path / "reports" / "tuning" / "pruned.md").read_text()

@@ -125,8 +125,8 @@ def execute(
             cfg_path = workdir / "config.json"
             cfg_path.write_text(json.dumps({"spec": spec.summary(), "config": to_dict(spec.config)}, indent=2))
             logger.log_artifact(cfg_path)
-        inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
         try:
+            inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
             result = train(spec.config, logger, workdir, inputs, progress=progress, desc=spec.label)
         except KeyboardInterrupt:
             tracker.finish(run_id, "KILLED")

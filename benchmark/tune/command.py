@@ -431,6 +431,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
     if args.study is not None and not _NAME_OK.match(args.study):
         raise ConfigError(f"--study {args.study}: use letters, digits and . _ + - only")
+    if args.prune_startup < 0:
+        raise ConfigError(f"--prune-startup {args.prune_startup}: must be >= 0")
+    if args.prune_warmup is not None and args.prune_warmup < 0:
+        raise ConfigError(f"--prune-warmup {args.prune_warmup}: must be >= 0")
     make_pruner(args.pruner, 0, 1)  # checks the spelling before anything trains
 
     catalog = Catalog()

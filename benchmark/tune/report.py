@@ -32,13 +32,13 @@ def discover() -> list[tuple[str, str]]:
             except Exception as exc:  # a damaged journal must not stop the report
                 _warn(f"{path}: cannot read ({exc})")
     try:
-        from benchmark.runner.tracking import Tracker
+        from benchmark.report.cells import RunStore
 
-        tracker = Tracker()
-        exp = tracker.client.get_experiment_by_name(TUNE_EXPERIMENT)
+        store = RunStore()  # read-only: a report never creates a tracking store
+        exp = store.client.get_experiment_by_name(TUNE_EXPERIMENT) if store.exists() else None
         if exp is not None:
-            for run in tracker.client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'",
-                                                  max_results=5000):
+            for run in store.client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'",
+                                                max_results=5000):
                 key = (run.data.tags.get(TAG_STORAGE, ""), run.data.tags.get(TAG_STUDY, ""))
                 if all(key) and key not in found:
                     if "://" not in key[0] and not Path(key[0]).exists():

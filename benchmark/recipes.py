@@ -564,7 +564,7 @@ class Resolver:
         data = merge(data, {"seed": seed, "data": {"dataset": dataset}})
         if cropped:
             data = merge(data, {"data": {"cropped": True}})
-        label = f"{binding.label} ({dataset}{', cropped' if cropped else ''}, seed {seed}, profile {self.ctx.profile})"
+        label = self._label(binding, dataset, cropped, seed)
         data = expand_sugar(data, label)
         teacher = get_path(data, "distill.teacher")
         if isinstance(teacher, dict) and "ref" in teacher:
@@ -575,10 +575,18 @@ class Resolver:
             data["distill"]["teacher"] = C.to_dict(tcfg)
         return data
 
+    def _label(self, binding: Binding, dataset: str, cropped: bool, seed: int) -> str:
+        """Where a merged config came from, for its errors: the recipe's run, and the
+        command-line overrides on top of it (a mistake may be in either)."""
+        extra = sorted({entry[0] for entry in self.ctx.overrides})
+        over = f", with {', '.join(extra)}" if extra else ""
+        return (f"{binding.label} ({dataset}{', cropped' if cropped else ''}, seed {seed}, "
+                f"profile {self.ctx.profile}{over})")
+
     def resolve(self, recipe: Recipe, binding: Binding, dataset: str, cropped: bool, seed: int,
                 extra: Iterable[dict] = (), depth: int = 0) -> C.TrainConfig:
         data = self.merged(recipe, binding, dataset, cropped, seed, extra, depth)
-        label = f"{binding.label} ({dataset}, profile {self.ctx.profile})"
+        label = self._label(binding, dataset, cropped, seed)
         cfg = C.load_config(data, label)
         cfg = _apply_models(cfg, recipe.profile_layers(self.ctx.profile))
         return _set_root(C.normalize(cfg), self.ctx.data_root)

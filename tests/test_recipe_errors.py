@@ -190,6 +190,7 @@ def test_bad_override_breaks_a_merged_rule(tmp_path):
     ctx = {"overrides": [override_layer("data.images_per_class", 7, "--set data.images_per_class")]}
     msg = error_of(expand_all, catalog, **ctx)
     assert "data.batch_size" in msg and "images_per_class=7" in msg
+    assert "with --set data.images_per_class" in msg  # the override is named, not only the recipe
 
 
 def test_unknown_profile_and_selector(tmp_path):

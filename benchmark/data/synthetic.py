@@ -39,6 +39,8 @@ from PIL import Image, ImageDraw
 from benchmark.config import SyntheticConfig
 from benchmark.errors import ConfigError
 
+from .readers import CARS_FIRST_TEST_CLASS, CUB_FIRST_TEST_CLASS, DATASETS
+
 # Bump when the drawing or the layout changes: the cache key includes it.
 GENERATOR_VERSION = 2  # 2: content also depends on the dataset name
 
@@ -202,7 +204,7 @@ def _draw_image(
 
 
 def _check(dataset: str, cfg: SyntheticConfig) -> tuple[int, int]:
-    if dataset not in ("cub200", "cars196", "sop", "inshop"):
+    if dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset {dataset!r}")
     if cfg.classes < 2:
         raise ConfigError(f"data.synthetic.classes: needs at least 2 (half train, half test), got {cfg.classes}")
@@ -214,7 +216,7 @@ def _check(dataset: str, cfg: SyntheticConfig) -> tuple[int, int]:
         raise ConfigError(f"data.synthetic.difficulty: must be >= 0, got {cfg.difficulty}")
     n_train = cfg.classes // 2
     n_test = cfg.classes - n_train
-    limit = {"cub200": 100, "cars196": 98}.get(dataset)
+    limit = {"cub200": CUB_FIRST_TEST_CLASS - 1, "cars196": CARS_FIRST_TEST_CLASS - 1}.get(dataset)
     if limit is not None and max(n_train, n_test) > limit:
         raise ConfigError(
             f"data.synthetic.classes: {dataset} splits at class {limit}, so at most {2 * limit} classes fit, "
@@ -255,7 +257,7 @@ def _save(img: Image.Image, path: Path) -> None:
 def _write_cub(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
     images, labels, boxes, split, classes = [], [], [], [], {}
     for k, (c, j, img, box) in enumerate(_images(cfg, "cub200"), start=1):
-        cid = c + 1 if c < n_train else 101 + (c - n_train)
+        cid = c + 1 if c < n_train else CUB_FIRST_TEST_CLASS + (c - n_train)
         cname = f"{cid:03d}.Synthetic_{cid}"
         classes[cid] = cname
         rel = f"{cname}/Synthetic_{cid}_{j:04d}.jpg"
@@ -278,7 +280,7 @@ def _write_cars(root: Path, cfg: SyntheticConfig, n_train: int) -> None:
     fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
     records = []
     for k, (c, j, img, box) in enumerate(_images(cfg, "cars196"), start=1):
-        cid = c + 1 if c < n_train else 99 + (c - n_train)
+        cid = c + 1 if c < n_train else CARS_FIRST_TEST_CLASS + (c - n_train)
         rel = f"car_ims/{k:06d}.jpg"
         _save(img, root / rel)
         x1, y1, x2, y2 = (int(math.floor(box[0])), int(math.floor(box[1])), int(math.ceil(box[2])), int(math.ceil(box[3])))
@@ -335,8 +337,6 @@ def ensure_synthetic(dataset: str, cfg: SyntheticConfig, cache_dir: Path) -> Pat
     concurrent callers race harmlessly (the loser discards its copy).
     """
     if cfg.generator != GENERATOR_VERSION:
-        from benchmark.errors import ConfigError
-
         raise ConfigError(
             f"data.synthetic.generator: this version of the harness generates version {GENERATOR_VERSION} "
             f"synthetic data, not {cfg.generator}"

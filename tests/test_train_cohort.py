@@ -119,3 +119,74 @@ def test_abe_pair_cosines_sample_the_right_kinds_of_pairs():
     assert len(out["positive"]) == 500 and np.allclose(out["positive"], 2 / 3, atol=1e-6)
     assert len(out["negative"]) > 300 and np.allclose(out["negative"], 1 / 3, atol=1e-6)
     assert len(out["self"]) > 0 and np.allclose(out["self"], 2 / 3, atol=1e-6)
+
+
+def _abe_method(divergence: bool, lam: float = 0.7):
+    from benchmark.train.abe import ABEMethod
+
+    cfg = C.normalize(C.TrainConfig(
+        method="abe",
+        abe=C.ABEConfig(arch="tiny_googlenet", pretrained=False, learners=2, embedding_dim=16,
+                        divergence=divergence, lambda_div=lam, div_margin=1e3, attention_depth=2),
+        loss=C.LossConfig(name="abe_contrastive", params={"margin": 1.0, "pairs": "all"}),
+        data=C.DataConfig(batch_size=8, images_per_class=2, crop_size=48, resize_size=56),
+        optim=C.OptimConfig(lr=1e-3),
+    ))
+    return ABEMethod(cfg, num_classes=4, device=torch.device("cpu"))
+
+
+def test_abe_step_adds_the_weighted_divergence_only_when_switched_on():
+    """Same init and batch: with L_div the step's loss is L_metric + λ_div·L_div of
+    the embeddings it starts from; without it, L_metric alone; both update the model.
+    (A wide divergence margin keeps the hinge active on an untrained model.)"""
+    from benchmark.losses import divergence_loss
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 3, 48, 48), dtype=torch.uint8, generator=g)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    on, off = _abe_method(True), _abe_method(False)
+    on.model.train()
+    with torch.no_grad():
+        div = float(divergence_loss(on.model(images[:, 0]), on.abe.div_margin))
+    before = [p.detach().clone() for p in off.model.parameters()]
+    out_on = on.train_step(images, labels, 0.0, generator(0, 0, "t"))
+    out_off = off.train_step(images, labels, 0.0, generator(0, 0, "t"))
+    assert "divergence_loss" not in out_off and out_on["divergence_loss"] == pytest.approx(div, rel=1e-4)
+    assert out_on["metric_loss"] == pytest.approx(out_off["metric_loss"], rel=1e-5)
+    assert out_on["loss"] - out_off["loss"] == pytest.approx(0.7 * div, rel=1e-4, abs=1e-6)
+    assert div > 0 and any(not torch.equal(a, b) for a, b in zip(before, off.model.parameters()))
+
+
+def test_distillation_checks_its_teachers_file_and_runs_only_the_chosen_members(tmp_path):
+    from benchmark.errors import UserError
+    from benchmark.train.common import save_atomic
+    from benchmark.train.distill import DistillMethod
+
+    def teacher_cfg(lam):
+        return C.normalize(C.TrainConfig(
+            method="cohort", cohort=C.CohortConfig(members=members("tiny_inception", "tiny_inception"), lambda_mutual=lam),
+            data=C.DataConfig(batch_size=8, images_per_class=2, crop_size=48, resize_size=56)))
+
+    teacher = CohortMethod(teacher_cfg(20.0), 4, torch.device("cpu"))
+    path = tmp_path / "final.pt"
+    save_atomic({"config": C.semantic_dict(teacher_cfg(20.0)), "weights": teacher.weights()}, path)
+
+    def student(teacher_lam, chosen=None):
+        cfg = C.normalize(C.TrainConfig(
+            method="distill", data=teacher_cfg(20.0).data,
+            distill=C.DistillConfig(teacher=teacher_cfg(teacher_lam), teacher_members=chosen, loss="rkd_da",
+                                    student=C.ModelConfig(arch="tiny_inception", pretrained=False, embedding_dim=16))))
+        C.check(cfg)
+        return DistillMethod(cfg, 4, torch.device("cpu"), path)
+
+    with pytest.raises(UserError, match="not from the teacher job"):
+        student(10.0)  # the file belongs to the lambda-20 teacher
+    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    calls = []
+    m = student(20.0, chosen=[2])
+    for i, model in enumerate(m.teacher.models):
+        model.register_forward_hook(lambda *_, i=i: calls.append(i))
+    target = m.teacher_embedding(images)
+    assert calls == [1] and torch.allclose(target, teacher.embed(images)["member2"])  # member 1 never ran
+    calls.clear()
+    assert torch.allclose(student(20.0).teacher_embedding(images), teacher.embed(images)["ensemble"])

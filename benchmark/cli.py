@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
+from benchmark.config import DATASETS
 from benchmark.errors import ConfigError, UserError
+from benchmark.recipes.select import SELECTOR_HELP
 
 DESCRIPTION = """\
 Reproducibility harness for two deep-metric-learning papers: DM² (Diversified
@@ -20,7 +22,8 @@ Mutual Metric Learning) and ABE (Attention-based Ensemble). Every table row of
 both papers is a recipe (recipes/), every printed number is in tables/; runs are
 tracked in MLflow and compared with the paper by `report`.
 
-Selectors name recipes: 'dm2/table1', 'dm2' (all DM² tables), 'abe', 'all', or a
+Selectors name recipes or tables: 'dm2/table1', 'dm2' (all DM² tables), 'abe',
+'table1' (Table 1 of every paper), globs ('dm2/table*', '*/figure5'), 'all', or a
 comma list. Profiles: 'paper' (the papers' settings, real data, a GPU) and
 'smoke' (bundled synthetic data, tiny models, minutes on a CPU).
 
@@ -35,7 +38,7 @@ $MLFLOW_TRACKING_URI or sqlite:///$BENCHMARK_HOME/mlflow.db.
 
 
 def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
-    p.add_argument("selector", help="recipes to use: dm2/table1 | dm2 | abe | all | comma list")
+    p.add_argument("selector", help=f"recipes to use: {SELECTOR_HELP}")
     p.add_argument("--profile", default="paper", help="paper (default: the papers' settings) or smoke (synthetic data, CPU)")
     if seeds:
         p.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat every run with seeds 0..N-1 (default 1)")
@@ -49,72 +52,32 @@ def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
                    help="folder with the official datasets (CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/)")
     p.add_argument("--row", dest="rows", action="append", metavar="NAME", help="only this table row (repeatable)")
     p.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
-                   choices=["cub200", "cars196", "sop", "inshop"], help="only this dataset (repeatable)")
+                   choices=list(DATASETS), help="only this dataset (repeatable)")
 
 
-def _context(args: argparse.Namespace):
-    from benchmark.layers import expand_dotted, merge
-    from benchmark.recipes import Context, override_layer, parse_scope
-    from benchmark.yamlio import load_yaml, parse_scalar
+def _selection(args: argparse.Namespace):
+    """(catalog, recipes, context) of a command's selection options."""
+    from benchmark.recipes import Catalog, Context, parse_overrides, select
 
-    overrides = []
-    for path in args.overrides:
-        data = load_yaml(Path(path))
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: an overrides file must be a mapping of config keys to values")
-        scope = None
-        if "scope" in data:  # scope: {recipe, row, where, dataset} + set: {key: value}
-            extra = set(data) - {"scope", "set"}
-            if extra:
-                raise ConfigError(f"{path}: {sorted(extra)[0]}: a scoped overrides file has only 'scope' and 'set'")
-            scope = parse_scope(data["scope"], f"{path}: scope")
-            data = data.get("set") or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: set: expected a mapping of config keys to values")
-        # Each key is checked on its own (errors name it), but the file is applied
-        # as one layer, as a recipe's `set` is: split per key, a `loss.name` met
-        # after `loss.params` would start the parameters afresh and drop them.
-        layer: dict = {}
-        for key, value in expand_flat(data).items():
-            layer = merge(layer, override_layer(key, value, f"{path}: {key}")[1])
-        overrides.append((str(path), layer, scope) if scope else (str(path), layer))
-    for item in args.sets:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set optim.lr=1e-4")
-        overrides.append(override_layer(key.strip(), parse_scalar(value), f"--set {key.strip()}"))
+    catalog = Catalog()
+    recipes = select(catalog, args.selector, args.profile)
     seeds = list(range(getattr(args, "seeds", 1)))
     if not seeds:
         raise ConfigError("--seeds: must be at least 1")
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"--data-root {args.data_root}: no such folder")
-    return Context(profile=args.profile, seeds=seeds, overrides=overrides, data_root=args.data_root,
-                   rows=args.rows, datasets=args.datasets)
+    ctx = Context(profile=args.profile, seeds=seeds, overrides=parse_overrides(args.overrides, args.sets),
+                  rows=args.rows, datasets=args.datasets)
+    return catalog, recipes, ctx
 
 
-def expand_flat(data: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}, 'c.d': 2} -> {'a.b': 1, 'c.d': 2} (leaves are values)."""
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v and not key.endswith(("params", "synthetic")):
-            out.update(expand_flat(v, key))
-        else:
-            out[key] = v
-    return out
+def _specs(args: argparse.Namespace, device: str = "auto"):
+    """The selected runs, resolved, deduplicated and bound to this machine."""
+    from benchmark.recipes import expand
+    from benchmark.runner.binding import bind
 
-
-def _specs(args: argparse.Namespace):
-    from benchmark.recipes import Catalog, expand
-
-    catalog = Catalog()
-    recipes = catalog.select(args.selector)
-    for r in recipes:
-        if args.profile not in r.profile_names():
-            raise ConfigError(f"--profile {args.profile}: {r.name} has no such profile (known: {', '.join(r.profile_names())})")
-    return catalog, expand(catalog, recipes, _context(args))
+    catalog, recipes, ctx = _selection(args)
+    return [bind(s, data_root=args.data_root, device=device) for s in expand(catalog, recipes, ctx)]
 
 
 # ---------------------------------------------------------------------------
@@ -123,13 +86,13 @@ def _specs(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner.local import execute, plan
+    from benchmark.runner.local import execute, plan, register_cells
     from benchmark.runner.preflight import preflight
     from benchmark.runner.tracking import Tracker
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be at least 1")
-    _, specs = _specs(args)
+    specs = _specs(args, device=args.device)
     if args.threads:
         import torch
 
@@ -142,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"(profile {args.profile}, tracking {tracker.uri})", file=sys.stderr)
     if args.dry_run:
         return 0
-    summary = execute(planned, tracker, device=args.device, progress=not args.no_progress)
+    register_cells(planned, tracker)
+    summary = execute(planned, tracker, progress=not args.no_progress)
     print(f"done: {summary['made']} made ({summary['resumed']} resumed), {summary['reused']} reused, "
           f"{summary['seconds']} s", file=sys.stderr)
     if args.format == "json":
@@ -154,8 +118,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from benchmark.runner.local import plan
     from benchmark.runner.tracking import Tracker
 
-    _, specs = _specs(args)
-    planned = plan(specs, Tracker())
+    planned = plan(_specs(args), Tracker())
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in planned], indent=1))
         return 0
@@ -183,28 +146,32 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_profile(args: argparse.Namespace, tracker_uri: str) -> str:
+def _report_profile(args: argparse.Namespace, store) -> str:
     if args.profile != "auto":
         return args.profile
-    from benchmark.report.cells import RunStore
-
     # read-only: the report never creates a tracking store
-    return "paper" if RunStore(tracker_uri).finished_runs("paper") else "smoke"
+    return "paper" if store.finished_runs("paper") else "smoke"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.recipes import Catalog
     from benchmark.report import report_cells, write_report
-    from benchmark.runner.home import tracking_uri
+    from benchmark.runner.store import RunStore
 
-    uri = tracking_uri()
-    profile = _report_profile(args, uri)
+    store = RunStore()
+    profile = _report_profile(args, store)
     catalog = Catalog()
     if args.format == "json":
-        print(json.dumps(report_cells(catalog, args.selector, profile, uri), indent=1))
+        print(json.dumps(report_cells(catalog, args.selector, profile, store.uri), indent=1))
         return 0
-    paths = write_report(catalog, args.selector, profile, uri, out_dir=Path(args.out), extra_index=_tuning_entries(args))
-    print(f"profile {profile}: wrote {len(paths)} files under {args.out}/ (index {Path(args.out) / 'README.md'})", file=sys.stderr)
+    out = Path(args.out)
+    paths, left = write_report(catalog, args.selector, profile, store=store, out_dir=out,
+                               extra_index=_tuning_entries(args), render_all=args.all)
+    pages = len(paths) - 2  # the manifest and the index
+    kept = (f"; left {len(left)} page(s) without runs of profile {profile} as they are (--all renders them)"
+            if left else "")
+    print(f"profile {profile}: wrote {pages} page file(s) under {out}/ (index {out / 'README.md'}){kept}",
+          file=sys.stderr)
     return 0
 
 
@@ -217,14 +184,14 @@ def _tuning_entries(args) -> list:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from benchmark.recipes import Catalog, Context, Resolver, row_runs
+    from benchmark.recipes import Catalog, Context, Resolver, row_runs, select
     from benchmark.stats import config_model_stats
 
     catalog = Catalog()
     ctx = Context(profile=args.profile)
     resolver = Resolver(catalog, ctx)
     out = []
-    for recipe in catalog.select(args.selector):
+    for recipe in select(catalog, args.selector, args.profile):
         seen = set()
         for rr in row_runs(catalog, recipe, ctx):
             if rr.row in seen:
@@ -265,8 +232,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     catalog = Catalog()
     for name in catalog.runnable_names():
-        r = catalog.recipe(name)
-        t = catalog.table(r.table_key)
+        t = catalog.table(catalog.recipe(name).table_key)
         print(f"{name:18s} {t.kind:6s} {t.title}")
     return 0
 
@@ -274,7 +240,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark.tune import cmd_tune as tune
 
-    return tune(args)
+    return tune(args, *_selection(args))
 
 
 # ---------------------------------------------------------------------------
@@ -309,22 +275,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write paper-vs-reproduced tables (Markdown, LaTeX) and figures",
                        description="Collect finished runs from MLflow and write reports/<paper>/<table>.md and .tex, "
                                    "figures as PNG and PDF, and the index reports/README.md. Each cell: the paper's "
-                                   "number, the reproduced mean ± std over seeds (n), and the difference.")
-    p.add_argument("selector", nargs="?", default="all", help="recipes to report (default all)")
+                                   "number, the reproduced mean ± std over seeds (n), and the difference. A run whose "
+                                   "config differs from its recipe row (--set, --overrides, a tuned best.yaml) is shown "
+                                   "as a labelled variant line under the row, never averaged into it. Only the pages "
+                                   "that finished runs of the profile fill are rewritten; reports/pages.json records "
+                                   "the store, profile and date of every page.")
+    p.add_argument("selector", nargs="?", default="all", help=f"tables to report (default all): {SELECTOR_HELP}")
     p.add_argument("--profile", default="auto",
                    help="whose runs to report: paper | smoke | auto (default: paper if any paper run finished, else smoke)")
     p.add_argument("--out", default="reports", help="output folder (default reports)")
+    p.add_argument("--all", action="store_true",
+                   help="render every selected page, also those no finished run fills (by default they are left "
+                        "as they are)")
     p.add_argument("--format", choices=["files", "json"], default="files",
                    help="json: print every cell instead of writing files")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("paper", help="print every number the papers print, as the project holds them")
-    p.add_argument("selector", nargs="?", default="all")
+    p.add_argument("selector", nargs="?", default="all", help=f"tables (default all): {SELECTOR_HELP}")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("stats", help="#params and GFLOPs of the models of a selection (no data, no training)")
-    p.add_argument("selector")
+    p.add_argument("selector", help=f"recipes: {SELECTOR_HELP}")
     p.add_argument("--profile", default="paper")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_stats)
@@ -347,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         add_tune = None
     if add_tune is not None:
-        add_tune(sub, _add_selection)
+        add_tune(sub, _add_selection).set_defaults(func=cmd_tune)
     return parser
 
 

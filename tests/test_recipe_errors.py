@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.errors import ConfigError, UserError
-from benchmark.recipes import Catalog, Context, expand, override_layer
+from benchmark.recipes import Catalog, Context, expand, override_layer, select
 
 TABLE = """\
 paper: p
@@ -60,7 +60,7 @@ def project(tmp_path: Path, recipe: str = RECIPE, defaults: str = DEFAULTS) -> C
 
 
 def expand_all(catalog: Catalog, **ctx) -> list:
-    return expand(catalog, catalog.select("p"), Context(**ctx))
+    return expand(catalog, select(catalog, "p"), Context(**ctx))
 
 
 def error_of(fn, *args, **kwargs) -> str:
@@ -197,8 +197,25 @@ def test_unknown_profile_and_selector(tmp_path):
     catalog = project(tmp_path)
     msg = error_of(expand_all, catalog, profile="fast")
     assert "profile 'fast'" in msg and "smoke" in msg
-    assert "no such recipe" in error_of(catalog.select, "p/t9")
-    assert "no such paper" in error_of(catalog.select, "q")
+    assert "no such recipe" in error_of(select, catalog, "p/t9")
+    assert "no such paper" in error_of(select, catalog, "q")
+    assert "matches no recipe" in error_of(select, catalog, "p/x*")
+    assert "has no such profile" in error_of(select, catalog, "p", "fast")
+
+
+def test_selectors_bare_names_and_globs():
+    """The mission's own example, `run table1`, selects Table 1 of every paper; globs
+    select over 'paper/name'; a defaults file is no table to run."""
+    catalog = Catalog()
+    names = lambda sel: [r.name for r in select(catalog, sel)]  # noqa: E731
+    assert names("table1") == ["abe/table1", "dm2/table1"]
+    assert names("dm2/table*") == [f"dm2/table{i}" for i in range(1, 7)]
+    assert names("*/figure5") == ["abe/figure5"]
+    assert names("figure7?") == ["abe/figure7a", "abe/figure7b", "abe/figure7c"]
+    assert names("dm2/table1,table1") == ["dm2/table1", "abe/table1"]
+    assert len(names("all")) == len(names("dm2")) + len(names("abe")) == 20
+    assert "defaults file" in error_of(select, catalog, "dm2/defaults")
+    assert "no such paper or recipe" in error_of(select, catalog, "table99")
 
 
 @pytest.mark.parametrize(

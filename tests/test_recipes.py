@@ -16,9 +16,9 @@ from collections import defaultdict
 import pytest
 
 from benchmark import config as C
-from benchmark.layers import merge_layer
-from benchmark.spec import config_hash
-from benchmark.recipes import Catalog, Context, expand
+from benchmark.recipes.layers import merge_layer
+
+from benchmark.recipes import Catalog, Context, config_hash, expand, select
 
 PROFILES = ("paper", "smoke")
 PAPERS = ("dm2", "abe")
@@ -34,7 +34,7 @@ def catalog() -> Catalog:
 def expanded(catalog):
     """(paper, profile) -> list of RunSpec, for seed 0."""
     return {
-        (paper, prof): expand(catalog, catalog.select(paper), Context(profile=prof, seeds=[0]))
+        (paper, prof): expand(catalog, select(catalog, paper), Context(profile=prof, seeds=[0]))
         for paper in PAPERS
         for prof in PROFILES
     }
@@ -342,7 +342,7 @@ def test_teacher_follows_context(catalog):
     from benchmark.recipes import override_layer
 
     ctx = Context(profile="smoke", seeds=[3], overrides=[override_layer("optim.lr", 0.002, "--set optim.lr")])
-    specs = expand(catalog, catalog.select("dm2/table4,dm2/table1"), ctx)
+    specs = expand(catalog, select(catalog, "dm2/table4,dm2/table1"), ctx)
     t1 = {(s.label.split()[1], s.dataset): s.hash for s in specs if s.label.startswith("dm2/table1")}
     for s in specs:
         if s.config.method == "distill":
@@ -361,7 +361,7 @@ def test_scoped_override_reaches_only_its_run(catalog, tmp_path, capsys):
     from benchmark.errors import ConfigError
     from benchmark.recipes import override_layer, parse_scope
 
-    sel = catalog.select("dm2/table6")
+    sel = select(catalog, "dm2/table6")
     base = Context(profile="smoke", rows=["Proxy-NCA"])
     scope = parse_scope({"recipe": "dm2/table6", "row": "Proxy-NCA", "where": {"group": "DM²"},
                          "dataset": "cub200"}, "best.yaml: scope")
@@ -374,7 +374,7 @@ def test_scoped_override_reaches_only_its_run(catalog, tmp_path, capsys):
     unscoped = expand(catalog, sel, Context(profile="smoke", rows=["Proxy-NCA"], overrides=[(origin, layer)]))
     assert sorted(s.config.cohort.lambda_mutual for s in unscoped) == [39.5] * 4  # what a plain file does
     with pytest.raises(ConfigError, match="best.yaml: cohort.lambda_mutual: scope .* matches none"):
-        expand(catalog, catalog.select("dm2/table1"), Context(profile="smoke", overrides=[(origin, layer, scope)]))
+        expand(catalog, select(catalog, "dm2/table1"), Context(profile="smoke", overrides=[(origin, layer, scope)]))
     # the same through the CLI, from a file
     f = tmp_path / "best.yaml"
     f.write_text("scope: {recipe: dm2/table6, row: Proxy-NCA, where: {group: DM²}, dataset: cub200}\n"
@@ -631,16 +631,14 @@ def test_recipe_parameters_are_accepted_by_the_implementations(expanded):
 def test_overrides_file_is_one_layer_whatever_its_key_order(catalog, tmp_path):
     """A file that switches the loss keeps its parameters in any key order (as a
     recipe's `set` does), and reads 1e-4 as the number it is."""
-    import argparse
-
-    from benchmark.cli import _context
+    from benchmark.recipes import parse_overrides
 
     for i, text in enumerate(["loss: {params: {margin: 0.7}, name: contrastive}\noptim.lr: 1e-4\n",
                               "loss: {name: contrastive, params: {margin: 0.7}}\noptim.lr: 1e-4\n"]):
         f = tmp_path / f"o{i}.yaml"
         f.write_text(text, encoding="utf-8")
-        args = argparse.Namespace(profile="smoke", overrides=[str(f)], sets=[], seeds=1, data_root=None,
-                                  rows=["Independent"], datasets=["cub200"])
-        (spec,) = expand(catalog, catalog.select("dm2/table1"), _context(args))
+        ctx = Context(profile="smoke", overrides=parse_overrides([str(f)], []), rows=["Independent"],
+                      datasets=["cub200"])
+        (spec,) = expand(catalog, select(catalog, "dm2/table1"), ctx)
         assert spec.config.loss.name == "contrastive" and spec.config.loss.params == {"margin": 0.7}, text
         assert spec.config.optim.lr == 1e-4

@@ -8,6 +8,7 @@ migrations) take 10-20 s once per module; the tests that use the store are marke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import sys
@@ -15,15 +16,17 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.recipes import Catalog, Context, expand
-from benchmark.report import cells as collect_mod
+from benchmark.recipes import Catalog, Context, expand, select
 from benchmark.report import collect, paper_cells, report_cells, write_report
 from benchmark.report.figures import draw_figure, figure_kind, x_attr
-from benchmark.report.cells import RunStore
+from benchmark.report import cells as collect_mod
+from benchmark.runner.records import RunRecord
+from benchmark.runner.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,34 +104,41 @@ def _spec(specs, table: str, row: str, column: str):
     return found[0]
 
 
+def _runs(tmp, uri):
+    """Writes runs as the runner does (its Tracker: identity tags, cells, config.json)."""
+    from benchmark.runner.tracking import Tracker
+
+    tracker = Tracker(uri)
+
+    def make_run(spec, metrics: dict, *, status="FINISHED", history=None, artifact=None, profile=None,
+                 legacy=False) -> str:
+        if profile is not None:
+            spec = dataclasses.replace(spec, profile=profile)
+        rid = tracker.start(spec)
+        tracker.log_config(rid, spec, tmp / rid / "config.json")
+        if legacy:  # as runs logged before cells and series were tagged
+            tracker.client.delete_tag(rid, "bench.cells")
+            tracker.client.delete_tag(rid, "bench.series")
+        tracker.log_metrics(rid, metrics, step=0)
+        for key, points in (history or {}).items():
+            for step, v in points:
+                tracker.log_metrics(rid, {key: v}, step=step)
+        if artifact is not None:
+            tracker.log_artifact(rid, artifact, "figures")
+        if status != "RUNNING":
+            tracker.finish(rid, status)
+        return rid
+
+    return make_run
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
     tmp = tmp_path_factory.mktemp("report")
     catalog = _project(tmp / "project")
     uri = f"sqlite:///{tmp}/m.db"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("dm2", artifact_location=(tmp / "artifacts").as_uri())
-    specs = expand(catalog, catalog.select("dm2"), Context(profile="smoke", seeds=[0, 1]))
-
-    def make_run(spec, metrics: dict, *, profile="smoke", status="FINISHED", history=None, artifact=None):
-        run = client.create_run(exp, tags={
-            "bench.hash": spec.hash, "bench.group": spec.group, "bench.paper": "dm2",
-            "bench.tables": ",".join(spec.tables), "bench.profile": profile,
-            "bench.seed": str(spec.seed), "bench.label": spec.label,
-        })
-        rid = run.info.run_id
-        ms = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
-        for key, points in (history or {}).items():
-            ms += [Metric(key, float(v), 0, step) for step, v in points]
-        client.log_batch(rid, metrics=ms)
-        if artifact is not None:
-            client.log_artifact(rid, str(artifact), artifact_path="figures")
-        if status != "RUNNING":
-            client.set_terminated(rid, status)
-        return rid
+    specs = expand(catalog, select(catalog, "dm2"), Context(profile="smoke", seeds=[0, 1]))
+    make_run = _runs(tmp, uri)
 
     def cohort_metrics(offset: float) -> dict:
         out = {f"final/member{k}/recall_at_1": 60.0 + offset + k for k in range(1, 5)}
@@ -162,7 +172,7 @@ def store(tmp_path_factory):
     make_run(indep_cub1, cohort_metrics(30.0), status="RUNNING")
     make_run(indep_cub1, cohort_metrics(30.0), status="FAILED")
     make_run(indep_cub, cohort_metrics(30.0), profile="paper")
-    return types.SimpleNamespace(catalog=catalog, uri=uri, tmp=tmp, specs=specs)
+    return types.SimpleNamespace(catalog=catalog, uri=uri, tmp=tmp, specs=specs, make_run=make_run)
 
 
 @pytest.fixture(autouse=True)
@@ -175,10 +185,43 @@ def fake_model_stats(monkeypatch):
     collect_mod._stats_cache.clear()
 
 
-def _cell(df, table, row, column) -> dict:
+def _cell(df, table, row, column, variant=None) -> dict:
+    """The row's own record of a cell (variant None), or the record of one variant."""
     sel = df[(df["table"] == table) & (df["row"] == row) & (df["column"] == column)]
-    assert len(sel) == 1
+    sel = sel[sel["variant"].isna()] if variant is None else sel[sel["variant"] == variant]
+    assert len(sel) == 1, (row, column, variant, list(sel["variant"]))
     return sel.iloc[0].to_dict()
+
+
+class FakeStore:
+    """A store holding records as the runner tags them, without an MLflow database:
+    for collection tests that need no SQLite store (creating one takes seconds)."""
+
+    uri = "test"
+    label = "test store"
+
+    def __init__(self, runs, legacy=()):
+        from benchmark.config import to_dict
+        from benchmark.runner.tracking import identity_tags
+
+        self.runs, self.configs, self.legacy = [], {}, {}
+        for i, (spec, metrics) in enumerate(runs):
+            tags = identity_tags(spec)
+            if i in legacy:  # logged before cells and series were tagged: cells only in config.json
+                tags = {k: v for k, v in tags.items() if not k.startswith(("bench.cells", "bench.series"))}
+                self.legacy[f"r{i}"] = [(c.paper, c.table, c.row, c.column, None, None) for c in spec.cells]
+            self.runs.append(RunRecord(run_id=f"r{i}", status="FINISHED", hash=spec.hash, metrics=metrics,
+                                       tags=tags, end_time=i))
+            self.configs[f"r{i}"] = {"config": to_dict(spec.config)}
+
+    def finished_runs(self, profile):
+        return self.runs
+
+    def legacy_cells(self, run_id):
+        return self.legacy.get(run_id, [])
+
+    def logged_config(self, run_id):
+        return self.configs.get(run_id)
 
 
 @pytest.mark.slow  # shares the module's MLflow store: creating it takes ~10 s
@@ -233,8 +276,9 @@ def test_cited_rows_stats_and_clean_protocol(store, monkeypatch):
 
 @pytest.mark.slow  # shares the module's MLflow store: creating it takes ~10 s
 def test_markdown_and_latex_pages(store, tmp_path):
-    paths = write_report(store.catalog, "dm2/table1,dm2/table9,dm2/figure9", "smoke", store.uri, out_dir=tmp_path,
-                         extra_index=[("Tuning dm2/table6", tmp_path / "tune" / "t6.md")])
+    paths, left = write_report(store.catalog, "dm2/table1,dm2/table9,dm2/figure9", "smoke", store.uri,
+                               out_dir=tmp_path, extra_index=[("Tuning dm2/table6", tmp_path / "tune" / "t6.md")])
+    assert left == []
     md = (tmp_path / "dm2" / "table1.md").read_text(encoding="utf-8")
     assert "NOT A REPRODUCTION" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| Independent"))
@@ -336,19 +380,21 @@ def test_individual_learner_cells_show_the_papers_spread():
     """ABE's "Individual Learners" ± is the std over the M learners, not over seeds:
     the cell carries it (mean over seeds of final/learners_std) and prints it as
     the ±, with the std over seeds beside it."""
-    from benchmark.report.cells import _collect, select_tables
-    from benchmark.report.render import cell_text, legend_markdown
+    from benchmark.report.cells import collect_tables, selected_tables
+    from benchmark.report.markdown import legend_markdown
+    from benchmark.report.text import cell_text
 
     catalog = Catalog()
-    specs = expand(catalog, catalog.select("abe/table1"), Context(profile="smoke"))
-    spec = _spec(specs, "table1", "ABE-8-512", "ind_r1")
-    runs = [types.SimpleNamespace(run_id=f"r{i}", seed=i, metrics={
+    specs = expand(catalog, select(catalog, "abe/table1"), Context(profile="smoke", seeds=[0, 1]))
+    seed0 = [s for s in specs if s.seed == 0]
+    seeds = [s for s in specs if s.series == _spec(seed0, "table1", "ABE-8-512", "ind_r1").series]
+    assert [s.seed for s in seeds] == [0, 1]
+    store = FakeStore([(spec, {
         "final/learners_mean/recall_at_1": 50.0 + 2 * i, "final/learners_std/recall_at_1": 0.4 + 0.2 * i,
         "final_last/learners_mean/recall_at_1": 49.0, "final_last/learners_std/recall_at_1": 0.3,
-    }) for i in range(2)]
-    store = types.SimpleNamespace(uri="test", runs_by_group=lambda profile: {spec.group: runs})
-    selected = select_tables(catalog, "abe/table1")
-    df = _collect(catalog, selected, "smoke", store).df
+    }) for i, spec in enumerate(seeds)])
+    selected = selected_tables(catalog, "abe/table1")
+    df = collect_tables(catalog, selected, "smoke", store).df
     cell = _cell(df, "table1", "ABE-8-512", "ind_r1")
     assert cell["reproduced"] == pytest.approx(51.0) and cell["std"] == pytest.approx(2 ** 0.5)
     assert cell["spread"] == pytest.approx(0.5) and cell["clean_spread"] == pytest.approx(0.3)
@@ -357,8 +403,98 @@ def test_individual_learner_cells_show_the_papers_spread():
     assert cell_text(cell, 2, tex=True).reproduced == r"$51.00 \pm 0.50$ (2; seeds $\pm 1.41$)"
     ens = _cell(df, "table1", "ABE-8-512", "ens_r1")
     assert ens["spread"] is None or ens["spread"] != ens["spread"]  # None/NaN: an ensemble has no learner spread
-    one = _spec(specs, "table1", "ABE-1-512", "ind_r1")  # one learner: no spread (the paper prints "-")
-    store.runs_by_group = lambda profile: {one.group: runs}
-    assert _cell(_collect(catalog, selected, "smoke", store).df, "table1", "ABE-1-512", "ind_r1")["spread"] is None
+    one = _spec(seed0, "table1", "ABE-1-512", "ind_r1")  # one learner: no spread ("-")
+    store = FakeStore([(one, {"final/learners_mean/recall_at_1": 50.0, "final/learners_std/recall_at_1": 0.0})])
+    assert _cell(collect_tables(catalog, selected, "smoke", store).df, "table1", "ABE-1-512", "ind_r1")["spread"] is None
     table = catalog.table("abe/table1")
     assert "standard deviation over the ensemble's learners" in legend_markdown(table, [cell])[0]
+
+
+def _table1_specs(overrides=(), seeds=(0,)):
+    catalog = Catalog()
+    ctx = Context(profile="smoke", seeds=list(seeds), overrides=list(overrides), datasets=["cub200"])
+    return catalog, expand(catalog, select(catalog, "dm2/table1"), ctx)
+
+
+def _metrics(value: float) -> dict:
+    return {f"final/{s}/recall_at_{k}": value for s in ("member1", "member2", "member3", "member4", "ensemble")
+            for k in (1, 2, 4, 8)}
+
+
+def test_set_and_tuned_runs_are_labelled_variants_of_their_row(tmp_path):
+    """A run made with --set, or with a tuned best.yaml, is a variant record of its row
+    (never averaged into the row's own runs); a run on another synthetic dataset too."""
+    from benchmark.recipes import load_overrides_file, override_layer
+    from benchmark.report.cells import collect_tables, selected_tables
+
+    catalog, own = _table1_specs(seeds=(0, 1))
+    full = [s for s in own if any(c.row == "MD+TD+VD" for c in s.cells)]
+    (lam5,) = [s for s in _table1_specs([override_layer("cohort.lambda_mutual", 5, "--set cohort.lambda_mutual")])[1]
+               if any(c.row == "MD+TD+VD" for c in s.cells)]
+    best = tmp_path / "best.yaml"
+    best.write_text("scope: {recipe: dm2/table1, row: MD+TD+VD, dataset: cub200}\nset: {cohort.lambda_mutual: 11.4}\n")
+    tuned = _table1_specs([load_overrides_file(best)])[1]
+    tuned_full = [s for s in tuned if any(c.row == "MD+TD+VD" for c in s.cells)]
+    assert len(tuned_full) == 1 and tuned_full[0].hash not in {s.hash for s in own}
+    # the scope leaves every other row's run as it is
+    assert {s.hash for s in tuned if s not in tuned_full} <= {s.hash for s in own}
+    other_data = [s for s in _table1_specs([override_layer("data.synthetic.seed", 7, "--set data.synthetic.seed")])[1]
+                  if any(c.row == "MD+TD+VD" for c in s.cells)][0]
+    assert other_data.group == full[0].group  # the old group tag cannot tell them apart; the series can
+    assert other_data.series != full[0].series
+    runs = [(full[0], _metrics(60.0)), (full[1], _metrics(62.0)), (lam5, _metrics(70.0)),
+            (tuned_full[0], _metrics(75.0)), (other_data, _metrics(90.0))]
+    df = collect_tables(catalog, selected_tables(catalog, "dm2/table1"), "smoke", FakeStore(runs)).df
+    mine = _cell(df, "table1", "MD+TD+VD", "cub_ens")
+    assert mine["n"] == 2 and mine["reproduced"] == pytest.approx(61.0) and pd.isna(mine["variant"])
+    v5 = _cell(df, "table1", "MD+TD+VD", "cub_ens", "cohort.lambda_mutual=5")
+    assert v5["n"] == 1 and v5["reproduced"] == pytest.approx(70.0)
+    assert _cell(df, "table1", "MD+TD+VD", "cub_ens", "cohort.lambda_mutual=11.4")["reproduced"] == pytest.approx(75.0)
+    assert _cell(df, "table1", "MD+TD+VD", "cub_ens", "data.synthetic.seed=7")["reproduced"] == pytest.approx(90.0)
+    # the λ-0 Independent row is untouched by the tuned (scoped) run
+    assert set(df[df["row"] == "Independent"]["variant"].dropna()) == set()
+
+    from benchmark.report.markdown import markdown_table
+
+    cells = collect_mod.records(df)
+    text = markdown_table(catalog.table("dm2/table1"), cells)
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| MD+TD+VD"))
+    block = "\n".join(lines[start:start + 8])
+    assert "variant: cohort.lambda_mutual=5" in block and "70.00 (n=1)" in block
+    assert "variant: data.synthetic.seed=7" in block
+
+
+def test_legacy_runs_without_cells_tag_are_read_from_their_config(tmp_path):
+    """Runs logged before the cells tag existed fill their cells from config.json
+    (source and metric completed from the recipe), so stored runs stay reported."""
+    from benchmark.report.cells import collect_tables, selected_tables
+
+    catalog, own = _table1_specs()
+    full = [s for s in own if any(c.row == "MD+TD+VD" for c in s.cells)][0]
+    store = FakeStore([(full, _metrics(64.0))], legacy={0})
+    assert store.runs[0].cells() is None and store.runs[0].series is None
+    df = collect_tables(catalog, selected_tables(catalog, "dm2/table1"), "smoke", store).df
+    cell = _cell(df, "table1", "MD+TD+VD", "cub_net_b")
+    assert cell["reproduced"] == pytest.approx(64.0) and cell["source"] == "member2"
+
+
+def test_report_rewrites_only_the_pages_it_has_runs_for(tmp_path):
+    from benchmark.report.index import write_report as write
+
+    catalog, own = _table1_specs()
+    full = [s for s in own if any(c.row == "MD+TD+VD" for c in s.cells)][0]
+    out = tmp_path / "reports"
+    (out / "dm2").mkdir(parents=True)
+    (out / "dm2" / "table2.md").write_text("left alone\n")
+    paths, left = write(catalog, "dm2", "smoke", store=FakeStore([(full, _metrics(64.0))]), out_dir=out)
+    assert "dm2/table2" in left and "dm2/table1" not in left
+    assert (out / "dm2" / "table2.md").read_text() == "left alone\n"
+    assert {p.relative_to(out).as_posix() for p in paths} == {"dm2/table1.md", "dm2/table1.tex", "pages.json",
+                                                             "README.md"}
+    index = (out / "README.md").read_text(encoding="utf-8")
+    assert "[DM² Table 1](dm2/table1.md)" in index and "test store" in index and "`smoke`" in index
+    paths, left = write(catalog, "dm2/table2", "smoke", store=FakeStore([]), out_dir=out, render_all=True)
+    assert left == [] and (out / "dm2" / "table2.md").read_text() != "left alone\n"
+    index = (out / "README.md").read_text(encoding="utf-8")
+    assert "[DM² Table 1](dm2/table1.md)" in index and "[DM² Table 2](dm2/table2.md)" in index  # both listed

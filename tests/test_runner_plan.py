@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.recipes import Catalog, Context, expand
+from benchmark.recipes import Catalog, Context, expand, select
 from benchmark.runner.local import ordered, plan
 from benchmark.runner.tracking import RunRecord
 
@@ -17,7 +17,7 @@ class FakeTracker:
 
 def _table4_specs():
     c = Catalog()
-    return expand(c, c.select("dm2/table4"), Context(profile="smoke", datasets=["cub200"]))
+    return expand(c, select(c, "dm2/table4"), Context(profile="smoke", datasets=["cub200"]))
 
 
 def test_teachers_come_first_and_are_made_once():

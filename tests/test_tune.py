@@ -14,8 +14,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import ConfigError
-from benchmark.recipes import Catalog, Context, Resolver
-from benchmark.tune.command import _fix_rows, find_target
+from benchmark.recipes import Catalog, Context, Resolver, select
+from benchmark.tune.target import find_target, fix_rows
 from benchmark.tune.space import ParamSpec, default_space, parse_param, parse_params, primary_source
 
 # ---------------------------------------------------------------------------
@@ -103,8 +103,8 @@ def test_default_space_per_method(cohort_cfg):
 
 def test_table6_row_picks_the_dm2_run_and_its_lambda():
     catalog = Catalog()
-    recipes = catalog.select("dm2/table6")
-    rows = _fix_rows(catalog, recipes, ["ProxyNCA"])  # forgiving spelling of 'Proxy-NCA'
+    recipes = select(catalog, "dm2/table6")
+    rows = fix_rows(catalog, recipes, ["ProxyNCA"])  # forgiving spelling of 'Proxy-NCA'
     assert rows == ["Proxy-NCA"]
     ctx = Context(profile="smoke", rows=rows, datasets=["cub200"])
     target = find_target(catalog, recipes, ctx, "dm2/table6")  # the Independent (lambda 0) run is left out

@@ -2,7 +2,6 @@
 
 from .loaders import TrainBatches, eval_batches, prepare_splits, split_off_classes
 from .readers import (
-    DATASETS,
     DatasetFormatError,
     DatasetSplits,
     Split,
@@ -17,7 +16,6 @@ from .transforms import EvalTransform, TrainTransform, decode_count, load_image
 __all__ = [
     "ABEPairSampler",
     "ClassBalancedSampler",
-    "DATASETS",
     "DatasetFormatError",
     "DatasetSplits",
     "EvalTransform",

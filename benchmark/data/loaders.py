@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from benchmark.config import DataConfig
+from benchmark.config import CROPPABLE, DataConfig
 from benchmark.errors import ConfigError, UserError
 
-from .readers import CROPPABLE, DatasetSplits, Split, read_dataset, remap_labels
+from .readers import DatasetSplits, Split, read_dataset, remap_labels
 from .rng import SplitMix64, derive_seed
 from .samplers import ABEPairSampler, ClassBalancedSampler
 from .synthetic import ensure_synthetic

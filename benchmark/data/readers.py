@@ -26,10 +26,9 @@ from typing import Optional
 
 import numpy as np
 
+from benchmark.config import CROPPABLE, DATASETS
 from benchmark.errors import ConfigError, DatasetNotFoundError, UserError
 
-DATASETS = ("cub200", "cars196", "sop", "inshop")
-CROPPABLE = ("cub200", "cars196")
 
 # Class-id boundaries of the retrieval splits (first test class id).
 CUB_FIRST_TEST_CLASS = 101

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmark.config import SyntheticConfig
+from benchmark.config import DATASETS, SyntheticConfig
 from benchmark.errors import ConfigError
 
-from .readers import CARS_FIRST_TEST_CLASS, CUB_FIRST_TEST_CLASS, DATASETS
+from .readers import CARS_FIRST_TEST_CLASS, CUB_FIRST_TEST_CLASS
 
 # Bump when the drawing or the layout changes: the cache key includes it.
 GENERATOR_VERSION = 2  # 2: content also depends on the dataset name

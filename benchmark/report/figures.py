@@ -26,10 +26,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from benchmark.tables import Column, Table, metric_key
+from benchmark import names as N
+from benchmark.recipes import Column, Table
+from benchmark.runner.store import RunStore
 
-from .cells import ARTIFACTS, RunStore, dataset_title
-from .render import PageContext, display_name, footer_markdown, header_markdown, markdown_table
+from .markdown import markdown_table
+from .page import PageContext, dataset_title, display_name, footer_markdown, header_markdown
+
+ARTIFACTS = N.FIGURE_ARTIFACTS
 
 CURVE_AXES = {"training_progress", "epoch", "epochs"}
 RESERVED_ATTRS = {"series", "panel", "x_axis", "learners_shown", "channels_shown"}
@@ -193,7 +197,7 @@ def draw_curves(table: Table, cells: list[dict], store: Optional[RunStore]):
                 cell = by_key.get((row.name, col.id))
                 if cell is None or not cell["run_ids"] or store is None:
                     continue
-                key = f"test/{cell['source']}/{metric_key(col.metric)}"
+                key = N.metric_key("test", cell["source"], col.metric)
                 steps, values = _mean_curve([store.history(rid, key) for rid in cell["run_ids"]])
                 if steps:
                     n = len(cell["run_ids"])
@@ -288,6 +292,8 @@ def draw_image_grid(table: Table, cells: list[dict], store: Optional[RunStore], 
 
 
 def draw_figure(table: Table, cells: list[dict], store: Optional[RunStore]):
+    """The figure of the rows' own runs (variants are listed on the page, not drawn)."""
+    cells = [c for c in cells if c.get("variant") is None]
     kind = figure_kind(table)
     if kind == "image_grid":
         fig = draw_image_grid(table, cells, store)
@@ -324,7 +330,8 @@ def write_figure(ctx: PageContext, cells: list[dict], store: Optional[RunStore],
             if c["cited"]:
                 continue
             ids = ", ".join(f"`{r[:8]}`" for r in c["run_ids"]) or "none finished"
-            parts.append(f"- {c['row']} ({c['column']}): {ids}")
+            variant = f" [variant: {c['variant']}]" if c.get("variant") else ""
+            parts.append(f"- {c['row']} ({c['column']}){variant}: {ids}")
         parts.append("")
     parts += footer_markdown(ctx)
     md.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")

@@ -1,7 +1,16 @@
-"""`write_report`: every selected table and figure page, and reports/README.md linking them."""
+"""`write_report`: the table and figure pages that have runs, a manifest of every
+page, and the index reports/README.md.
+
+By default only the tables whose cells some finished run of the profile fills
+are rendered; the other pages are left as they are (``render_all`` renders
+every selected page, empty ones included). ``reports/pages.json`` records, per
+page, which store, profile and date its numbers come from, so the index can say
+it for pages this command did not touch.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,17 +19,22 @@ from typing import Optional, Sequence, Union
 from tabulate import tabulate
 
 from benchmark.recipes import Catalog
+from benchmark.runner.store import RunStore
 
-from .cells import RunStore, Selected, _collect, iter_cells, select_tables
+from .cells import Selected, collect_tables, iter_cells, selected_tables
 from .figures import figure_kind, write_figure
-from .render import SMOKE_TEXT, PageContext, assumed_values, display_name, write_table_page
+from .latex import latex_table
+from .markdown import render_markdown
+from .page import SMOKE_TEXT, PageContext, assumed_values, display_name
 
 IndexEntry = tuple[str, Union[str, Path]]  # (title, path of the page); a {"title", "path"} dict also works
+MANIFEST = "pages.json"
+MANIFEST_FORMAT = 1
 
 
 def page_context(sel: Selected, profile: str, cells: list[dict], configs: list, generated: str) -> PageContext:
     recipe = sel.recipe
-    counted = [c for c in cells if c["kind"] in ("run", "stat", "artifact")]
+    counted = [c for c in cells if c["kind"] in ("run", "stat", "artifact") and c.get("variant") is None]
     done = [c for c in counted
             if (c["kind"] == "artifact" and c["n"]) or (c["kind"] != "artifact" and c["reproduced"] is not None)]
     run_ids = {r for c in cells for r in c["run_ids"]}
@@ -35,6 +49,43 @@ def page_context(sel: Selected, profile: str, cells: list[dict], configs: list, 
     )
 
 
+def write_table_page(ctx: PageContext, cells: list[dict], out_dir: Path) -> list[Path]:
+    folder = out_dir / ctx.table.paper
+    folder.mkdir(parents=True, exist_ok=True)
+    md = folder / f"{ctx.table.id}.md"
+    tex = folder / f"{ctx.table.id}.tex"
+    md.write_text(render_markdown(ctx, cells), encoding="utf-8")
+    tex.write_text(latex_table(ctx, cells), encoding="utf-8")
+    return [md, tex]
+
+
+# ---------------------------------------------------------------------------
+# manifest and index
+# ---------------------------------------------------------------------------
+
+
+def read_manifest(out_dir: Path) -> dict[str, dict]:
+    path = out_dir / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    pages = data.get("pages") if isinstance(data, dict) else None
+    return pages if isinstance(pages, dict) else {}
+
+
+def manifest_entry(ctx: PageContext, paths: list[Path], out_dir: Path, store_label: str) -> dict:
+    return {
+        "name": display_name(ctx.table), "title": ctx.table.title, "kind": ctx.table.kind,
+        "plot": figure_kind(ctx.table) if ctx.table.kind == "figure" else None,
+        "files": [p.relative_to(out_dir).as_posix() for p in paths],
+        "profile": ctx.profile, "store": store_label, "generated": ctx.generated,
+        "runs": ctx.run_count, "cells_total": ctx.cells_total, "cells_reproduced": ctx.cells_reproduced,
+        "selections": ctx.selections, "not_a_reproduction": ctx.not_a_reproduction,
+        "has_recipe": ctx.recipe is not None,
+    }
+
+
 def _link(path: Union[str, Path], out_dir: Path) -> str:
     p = Path(path)
     if p.is_absolute():
@@ -45,53 +96,40 @@ def _link(path: Union[str, Path], out_dir: Path) -> str:
     return p.as_posix()
 
 
-def render_index(pages: list[tuple[PageContext, list[Path]]], out_dir: Path, profile: str, selection: str,
-                 tracking_uri: str, generated: str, total_runs: int,
+def _file(entry: dict, suffix: str) -> str:
+    return next((f for f in entry.get("files", []) if f.endswith(suffix)), "")
+
+
+def render_index(pages: dict[str, dict], order: list[str], out_dir: Path,
                  extra_index: Sequence[IndexEntry] = ()) -> str:
+    """The index of every page in the manifest, in the catalog's table order."""
+    keys = [k for k in order if k in pages] + sorted(k for k in pages if k not in order)
     lines = ["# Reproduction report", ""]
-    if profile == "smoke" or any(ctx.not_a_reproduction for ctx, _ in pages):
-        lines += [f"**{SMOKE_TEXT.format(profile=profile)}**", ""]
-    lines += [
-        f"- Profile: `{profile}`",
-        f"- Selection: `{selection}`",
-        f"- Generated: {generated}",
-        f"- Tracking store: `{tracking_uri}`",
-        f"- Runs: {total_runs} finished MLflow run(s) used",
-        "",
-    ]
+    smoke = sorted({pages[k]["profile"] for k in keys if pages[k].get("not_a_reproduction")})
+    if smoke:
+        lines += [f"**{SMOKE_TEXT.format(profile=', '.join(smoke))}**", ""]
+    lines += ["Each page names the tracking store, profile and date its numbers come from. Cells: the "
+              "paper's number, the reproduced mean ± sample std over seeds (n), and reproduced − paper; "
+              "each page lists its assumed settings with the reason for each choice.", ""]
 
-    def assumed(ctx: PageContext) -> str:
-        if ctx.recipe is None:
-            return "no recipe yet"
-        return ", ".join(f"`{k}`" + (f" = {v}" if v is not None else "") for k, v, _ in ctx.assumed) or "none"
+    def provenance(e: dict) -> list[str]:
+        return [str(e.get("runs", 0)), f"`{e.get('profile', '?')}`", e.get("store", "?"), e.get("generated", "?")]
 
-    def rel(p: Path) -> str:
-        return p.relative_to(out_dir).as_posix()
-
-    tables = [(ctx, paths) for ctx, paths in pages if ctx.table.kind == "table"]
-    figures = [(ctx, paths) for ctx, paths in pages if ctx.table.kind == "figure"]
+    tables = [(k, pages[k]) for k in keys if pages[k].get("kind") == "table"]
+    figures = [(k, pages[k]) for k in keys if pages[k].get("kind") == "figure"]
     if tables:
-        rows = []
-        for ctx, paths in tables:
-            md = next(p for p in paths if p.suffix == ".md")
-            tex = next(p for p in paths if p.suffix == ".tex")
-            rows.append([f"[{display_name(ctx.table)}]({rel(md)}) ([LaTeX]({rel(tex)}))", ctx.table.title,
-                         str(ctx.run_count), f"{ctx.cells_reproduced} / {ctx.cells_total}",
-                         ", ".join(ctx.selections) or "—", assumed(ctx)])
+        rows = [[f"[{e['name']}]({_file(e, '.md')}) ([LaTeX]({_file(e, '.tex')}))", e.get("title", ""),
+                 *provenance(e)[:1], f"{e.get('cells_reproduced', 0)} / {e.get('cells_total', 0)}",
+                 ", ".join(e.get("selections") or []) or "—", *provenance(e)[1:]] for _, e in tables]
         lines += ["## Tables", "", tabulate(rows, headers=["Table", "Title", "Runs", "Cells reproduced",
-                                                            "Model selection", "Assumed settings"],
+                                                            "Model selection", "Profile", "Store", "Generated"],
                                             tablefmt="pipe", disable_numparse=True), ""]
     if figures:
-        rows = []
-        for ctx, paths in figures:
-            md = next(p for p in paths if p.suffix == ".md")
-            png = next(p for p in paths if p.suffix == ".png")
-            pdf = next(p for p in paths if p.suffix == ".pdf")
-            rows.append([f"[{display_name(ctx.table)}]({rel(md)}) ([PNG]({rel(png)}), [PDF]({rel(pdf)}))",
-                         ctx.table.title, str(ctx.run_count), figure_kind(ctx.table).replace("_", " "),
-                         ", ".join(ctx.selections) or "—", assumed(ctx)])
+        rows = [[f"[{e['name']}]({_file(e, '.md')}) ([PNG]({_file(e, '.png')}), [PDF]({_file(e, '.pdf')}))",
+                 e.get("title", ""), *provenance(e)[:1], str(e.get("plot") or "").replace("_", " "),
+                 ", ".join(e.get("selections") or []) or "—", *provenance(e)[1:]] for _, e in figures]
         lines += ["## Figures", "", tabulate(rows, headers=["Figure", "Title", "Runs", "Plot", "Model selection",
-                                                             "Assumed settings"],
+                                                             "Profile", "Store", "Generated"],
                                              tablefmt="pipe", disable_numparse=True), ""]
     if extra_index:
         lines += ["## Tuning", ""]
@@ -99,40 +137,52 @@ def render_index(pages: list[tuple[PageContext, list[Path]]], out_dir: Path, pro
             title, path = (entry["title"], entry["path"]) if isinstance(entry, dict) else entry
             lines.append(f"- [{title}]({_link(path, out_dir)})")
         lines.append("")
-    lines += ["Each page lists the assumed settings with the reason for each choice. Cells: the paper's "
-              "number, the reproduced mean ± sample std over seeds (n), and reproduced − paper.", ""]
     return "\n".join(lines)
 
 
 def write_report(catalog: Catalog, selection: str = "all", profile: str = "paper",
                  tracking_uri: Optional[str] = None, out_dir: Path = Path("reports"),
-                 extra_index: Sequence[IndexEntry] = (), *, store: Optional[RunStore] = None) -> list[Path]:
-    """Write reports/<paper>/<id>.md + .tex per table, .md + .png + .pdf per figure, and reports/README.md.
+                 extra_index: Sequence[IndexEntry] = (), *, store: Optional[RunStore] = None,
+                 render_all: bool = False) -> tuple[list[Path], list[str]]:
+    """Write reports/<paper>/<id>.md + .tex per table, .md + .png + .pdf per figure, the
+    manifest and reports/README.md; returns (written paths, the index last; the keys of
+    the selected pages left as they are because no run of the profile fills them).
 
     ``extra_index``: further (title, path) pages for the index (the tuning module's pages),
-    listed under "Tuning"; a relative path is taken relative to ``out_dir``. Returns every written path, the index last.
+    listed under "Tuning"; a relative path is taken relative to ``out_dir``.
     """
     out_dir = Path(out_dir)
     store = store or RunStore(tracking_uri)
-    selected = select_tables(catalog, selection)
-    collected = _collect(catalog, selected, profile, store)
+    selected = selected_tables(catalog, selection)
+    collected = collect_tables(catalog, selected, profile, store)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from benchmark.errors import UserError
+
+        raise UserError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
+    pages = read_manifest(out_dir)
     written: list[Path] = []
-    pages: list[tuple[PageContext, list[Path]]] = []
-    all_runs: set[str] = set()
+    left: list[str] = []
     for sel in selected:
         cells = iter_cells(collected.df, sel.table)
-        all_runs |= {r for c in cells for r in c["run_ids"]}
+        if not render_all and not any(c["run_ids"] for c in cells):
+            left.append(sel.table.key)
+            continue
         ctx = page_context(sel, profile, cells, collected.configs.get(sel.table.key, []), generated)
         if sel.table.kind == "figure":
             paths = write_figure(ctx, cells, store, out_dir)
         else:
             paths = write_table_page(ctx, cells, out_dir)
-        pages.append((ctx, paths))
+        pages[sel.table.key] = manifest_entry(ctx, paths, out_dir, store.label)
         written += paths
+    known = set(catalog.table_keys())
+    pages = {k: v for k, v in pages.items() if k in known}
+    manifest = out_dir / MANIFEST
+    manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "pages": pages}, indent=1, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
     index = out_dir / "README.md"
-    index.write_text(render_index(pages, out_dir, profile, selection, store.uri, generated, len(all_runs),
-                                  extra_index), encoding="utf-8")
-    written.append(index)
-    return written
+    index.write_text(render_index(pages, catalog.table_keys(), out_dir, extra_index), encoding="utf-8")
+    written += [manifest, index]
+    return written, left

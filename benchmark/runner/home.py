@@ -33,13 +33,21 @@ def run_dir(run_hash: str) -> Path:
     return runs_dir() / run_hash
 
 
-def tracking_uri() -> str:
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else sqlite:///<BENCHMARK_HOME>/mlflow.db (creates nothing)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    home = benchmark_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    return f"sqlite:///{benchmark_home() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """The tracking URI a writer uses: :func:`default_tracking_uri`, with the home
+    folder made so that the SQLite file can be created."""
+    uri = default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        benchmark_home().mkdir(parents=True, exist_ok=True)
+    return uri
 
 
 def artifact_location() -> str:

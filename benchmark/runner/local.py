@@ -2,27 +2,29 @@
 
 plan: each spec (teachers first) with its state in MLflow: ``finished`` (skipped),
 ``resume`` (an unfinished MLflow run and maybe a checkpoint: continued) or ``new``.
-execute: one spec after the other in this process, each in its own working
-folder ``$BENCHMARK_HOME/runs/<hash>`` so a kill loses at most the epoch in
-progress; repeating the command resumes.
+run_spec: one bound spec, trained and tracked: the function every caller that
+trains uses (``execute`` below, and tune's trials).
+execute: the planned specs one after the other in this process, each in its own
+working folder ``$BENCHMARK_HOME/runs/<hash>`` so a kill loses at most the epoch
+in progress; repeating the command resumes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from tqdm.auto import tqdm
 
-from benchmark.config import to_dict
+from benchmark import names as N
 from benchmark.errors import UserError
-from benchmark.runner.home import data_cache_dir, run_dir
-from benchmark.runner.tracking import MlflowLogger, RunRecord, Tracker
-from benchmark.spec import RunSpec
+from benchmark.recipes.spec import RunSpec
+from benchmark.runner.home import run_dir
+from benchmark.runner.records import RunRecord
+from benchmark.runner.tracking import MlflowLogger, Tracker, flatten
 
 
 @dataclass
@@ -72,70 +74,106 @@ def plan(specs: list[RunSpec], tracker: Tracker) -> list[PlannedRun]:
     return out
 
 
-def _with_runtime(spec: RunSpec, device: str) -> RunSpec:
-    """Runtime fields (not hashed): where synthetic data is cached, the device."""
-    cfg = spec.config
+def register_cells(runs: list[PlannedRun], tracker: Tracker) -> int:
+    """Tag finished runs with the cells this command selects them for (a run made
+    for DM² Table 1 also fills Table 5 when `run dm2/table5` reuses it), so the
+    report shows them there. Returns how many runs were tagged."""
+    from benchmark.runner.store import RunStore
 
-    def fix(c):
-        c = dataclasses.replace(c, device=device)
-        if c.data.synthetic is not None and c.data.root is None:
-            c.data = dataclasses.replace(c.data, root=str(data_cache_dir()))
-        if c.distill is not None and c.distill.teacher is not None:
-            c.distill = dataclasses.replace(c.distill, teacher=fix(c.distill.teacher))
-        return c
-
-    return dataclasses.replace(spec, config=fix(cfg))
+    store = RunStore(tracker.uri)
+    tagged = 0
+    for r in runs:
+        if r.state != "finished" or r.record is None or not r.spec.cells:
+            continue
+        before = dict(r.record.tags)
+        legacy = store.legacy_cells(r.record.run_id) if r.record.cells() is None else ()
+        tracker.add_cells(r.record, r.spec, legacy)
+        tagged += int(r.record.tags != before)
+    return tagged
 
 
 def teacher_weights(spec: RunSpec, tracker: Tracker) -> Path:
     """The teacher's final.pt: from its working folder, else from its MLflow run."""
     t = spec.teacher
-    local = run_dir(t.hash) / "final.pt"
+    local = run_dir(t.hash) / N.FINAL_WEIGHTS
     if local.exists():
         return local
     rec = tracker.find([t.hash]).get(t.hash)
     if rec is None or rec.status != "FINISHED":
         raise UserError(f"{spec.label}: its teacher run {t.hash} ({t.label}) has not finished")
-    return tracker.download(rec.run_id, "final.pt", run_dir(t.hash) / "downloaded")
+    return tracker.download(rec.run_id, N.FINAL_WEIGHTS, run_dir(t.hash) / "downloaded")
+
+
+def run_spec(
+    spec: RunSpec,
+    tracker: Tracker,
+    *,
+    record: Optional[RunRecord] = None,
+    workdir: Optional[Path] = None,
+    experiment: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+    params: Mapping[str, str] = (),
+    logger: Optional[Callable] = None,
+    keep_files: bool = True,
+    interrupted: tuple = (KeyboardInterrupt,),
+    progress: bool = True,
+) -> tuple[str, object]:
+    """Train one bound spec and track it; returns (MLflow run id, TrainResult).
+
+    By default the run is the spec's own (found again by its hash; ``record``
+    reopens an unfinished one) in ``$BENCHMARK_HOME/runs/<hash>``. A tuning trial
+    passes its own ``experiment``, ``tags`` (instead of the identity tags), extra
+    ``params``, a ``logger`` wrapper (reporting to Optuna), a ``workdir`` and
+    ``keep_files=False`` (the folder is removed and no weights are logged).
+    The MLflow run ends FINISHED, KILLED (an exception in ``interrupted``) or FAILED.
+    """
+    from benchmark.train import train
+
+    if tags is None:
+        run_id = tracker.start(spec, record)
+    else:
+        run_id = tracker.start_run(experiment or spec.paper, tags, {**flatten(spec.config_dict()), **dict(params)})
+    workdir = Path(workdir) if workdir is not None else run_dir(spec.hash)
+    if not keep_files:
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = MlflowLogger(tracker, run_id)
+    try:
+        if record is None:
+            tracker.log_config(run_id, spec, workdir / N.CONFIG_FILE)
+        inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
+        result = train(spec.config, logger(base) if logger is not None else base, workdir, inputs,
+                       progress=progress, desc=spec.label)
+        if keep_files:
+            base.log_artifact(result.checkpoint)
+    except interrupted:
+        tracker.finish(run_id, "KILLED")
+        raise
+    except BaseException:
+        tracker.finish(run_id, "FAILED")
+        raise
+    finally:
+        if not keep_files:
+            shutil.rmtree(workdir, ignore_errors=True)
+    tracker.finish(run_id, "FINISHED")
+    return run_id, result
 
 
 def execute(
     runs: list[PlannedRun],
     tracker: Tracker,
     *,
-    device: str = "auto",
     progress: bool = True,
     on_done: Optional[Callable[[PlannedRun, dict], None]] = None,
 ) -> dict:
-    """Run every planned spec that is not finished. Returns counts and timings."""
-    from benchmark.train import train
-
+    """Run every planned (bound) spec that is not finished. Returns counts and timings."""
     todo = [r for r in runs if r.state != "finished"]
     summary = {"planned": len(runs), "reused": len(runs) - len(todo), "made": 0, "resumed": 0, "seconds": 0.0}
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo, position=0)
     t0 = time.time()
     for r in todo:
-        spec = _with_runtime(r.spec, device)
-        bar.set_postfix_str(spec.label[:60], refresh=True)
-        run_id = tracker.start(spec, r.record)
-        workdir = run_dir(spec.hash)
-        workdir.mkdir(parents=True, exist_ok=True)
-        logger = MlflowLogger(tracker, run_id)
-        if r.record is None:
-            cfg_path = workdir / "config.json"
-            cfg_path.write_text(json.dumps({"spec": spec.summary(), "config": to_dict(spec.config)}, indent=2))
-            logger.log_artifact(cfg_path)
-        try:
-            inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
-            result = train(spec.config, logger, workdir, inputs, progress=progress, desc=spec.label)
-        except KeyboardInterrupt:
-            tracker.finish(run_id, "KILLED")
-            raise
-        except BaseException:
-            tracker.finish(run_id, "FAILED")
-            raise
-        logger.log_artifact(result.checkpoint)
-        tracker.finish(run_id, "FINISHED")
+        bar.set_postfix_str(r.spec.label[:60], refresh=True)
+        _, result = run_spec(r.spec, tracker, record=r.record, progress=progress)
         summary["made"] += 1
         summary["resumed"] += int(r.state == "resume")
         r.state = "finished"

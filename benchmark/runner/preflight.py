@@ -1,5 +1,7 @@
 """Checks made before any training starts, so a missing dataset or weights file
-stops the command at once with one line instead of after hours of other runs."""
+stops the command at once with one line instead of after hours of other runs.
+It receives bound specs (benchmark.runner.binding): data.root is the dataset's
+own folder, or None when no --data-root was given."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Iterable
 
 from benchmark.config import TrainConfig
 from benchmark.errors import DatasetNotFoundError
-from benchmark.spec import RunSpec
+from benchmark.recipes.spec import RunSpec
 
 
 def _models(cfg: TrainConfig) -> Iterable[tuple[str, bool, str | None]]:
@@ -26,7 +28,6 @@ def _models(cfg: TrainConfig) -> Iterable[tuple[str, bool, str | None]]:
 
 def preflight(specs: Iterable[RunSpec]) -> None:
     from benchmark.data import check_dataset
-    from benchmark.data.roots import dataset_root
     from benchmark.models.pretrained import check_weights
 
     seen_data, seen_weights = set(), set()
@@ -41,7 +42,7 @@ def preflight(specs: Iterable[RunSpec]) -> None:
                         f"{spec.label}: dataset {d.dataset} needs --data-root DIR (the folder holding the official "
                         f"files; see README 'Datasets'), or use --profile smoke for the bundled synthetic data"
                     )
-                check_dataset(d.dataset, dataset_root(d.dataset, Path(d.root)), d.cropped)
+                check_dataset(d.dataset, Path(d.root), d.cropped)
         for arch, pretrained, weights in _models(spec.config):
             if pretrained and (arch, weights) not in seen_weights:
                 seen_weights.add((arch, weights))

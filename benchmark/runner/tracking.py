@@ -1,8 +1,9 @@
-"""MLflow side of the runner: experiments, run lookup by hash, tags, params, a logger.
+"""The writing side of MLflow, for the runner and tune: experiments, runs with their
+tags and params, metrics, artifacts, and the training core's logger.
 
 One experiment per paper. A run spec is one MLflow run, found again by its tag
 ``bench.hash``; a finished run is never repeated and an unfinished one is
-resumed (same MLflow run id).
+resumed (same MLflow run id). Reading for reports: :mod:`benchmark.runner.store`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ import os
 import platform
 import subprocess
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from benchmark import names as N
+from benchmark.config import to_dict
+from benchmark.recipes.spec import RunSpec
 from benchmark.runner.home import artifact_location, tracking_uri
-from benchmark.spec import RunSpec
-
-TAG_HASH = "bench.hash"
-TAG_GROUP = "bench.group"
+from benchmark.runner.records import RunRecord, cell_key, encode_cells
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for name in ("mlflow", "alembic", "sqlalchemy"):
@@ -71,37 +71,51 @@ def versions() -> str:
     return f"benchmark={__version__} python={platform.python_version()} torch={torch.__version__} torchvision={torchvision.__version__} pml={pml_v}"
 
 
-@dataclass
-class RunRecord:
-    run_id: str
-    status: str  # RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
-    hash: str
+def identity_tags(spec: RunSpec) -> dict[str, str]:
+    """The tags that make a run findable as ``spec`` and fill its table cells."""
+    tags = {
+        N.TAG_HASH: spec.hash,
+        N.TAG_GROUP: spec.group,
+        N.TAG_SERIES: spec.series,
+        N.TAG_PAPER: spec.paper,
+        N.TAG_TABLES: ",".join(spec.tables) or ",".join(spec.recipes),
+        N.TAG_PROFILE: spec.profile,
+        N.TAG_SEED: str(spec.seed),
+        N.TAG_LABEL: spec.label,
+        N.TAG_METHOD: spec.config.method,
+        N.TAG_DATASET: spec.dataset,
+        N.TAG_RUN_NAME: spec.label[:250],
+        **encode_cells(cell_key(c) for c in spec.cells),
+    }
+    if spec.teacher is not None:
+        tags[N.TAG_TEACHER] = spec.teacher.hash
+    return tags
 
 
 class Tracker:
-    """Thin wrapper over MlflowClient for what the runner needs."""
+    """Thin wrapper over MlflowClient for what the runner and tune write."""
 
     def __init__(self, uri: Optional[str] = None):
-        _quiet_mlflow()
+        quiet_mlflow()
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.mlflow = mlflow
         self.client = MlflowClient(self.uri)
         self._experiments: dict[str, str] = {}
 
-    def experiment_id(self, paper: str) -> str:
-        if paper not in self._experiments:
-            exp = self.client.get_experiment_by_name(paper)
+    # -- experiments and lookup ----------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 location = artifact_location() if self.uri.startswith("sqlite:") else None
-                exp_id = self.client.create_experiment(paper, artifact_location=location)
+                exp_id = self.client.create_experiment(name, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
-            self._experiments[paper] = exp_id
-        return self._experiments[paper]
+            self._experiments[name] = exp_id
+        return self._experiments[name]
 
     def find(self, hashes: Iterable[str]) -> dict[str, RunRecord]:
         """The best existing run per hash: a finished one, else the latest unfinished one.
@@ -113,14 +127,13 @@ class Tracker:
         found: dict[str, RunRecord] = {}
         if not wanted:
             return found
-        for r in self.search(f"tags.`{TAG_HASH}` != ''"):
-            h = r.data.tags.get(TAG_HASH)
+        for r in self.search(f"tags.`{N.TAG_HASH}` != ''"):
+            h = r.data.tags.get(N.TAG_HASH)
             if h not in wanted:
                 continue
-            rec = RunRecord(r.info.run_id, r.info.status, h)
             prev = found.get(h)
             if prev is None or prev.status != "FINISHED":
-                found[h] = rec
+                found[h] = RunRecord.from_run(r)
         return found
 
     def search(self, filter_string: str = "") -> list:
@@ -145,35 +158,69 @@ class Tracker:
         exps = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
         return [e.experiment_id for e in exps] or ["0"]
 
-    def start(self, spec: RunSpec, resume: Optional[RunRecord], extra_tags: Mapping[str, str] = ()):
-        """Create (or reopen) the MLflow run of a spec; returns its run id."""
-        if resume is not None:
-            self.client.update_run(resume.run_id, status="RUNNING")
-            return resume.run_id
-        tags = {
-            TAG_HASH: spec.hash,
-            TAG_GROUP: spec.group,
-            "bench.paper": spec.paper,
-            "bench.tables": ",".join(spec.tables) or ",".join(spec.recipes),
-            "bench.profile": spec.profile,
-            "bench.seed": str(spec.seed),
-            "bench.label": spec.label,
-            "bench.method": spec.config.method,
-            "bench.dataset": spec.dataset,
-            "bench.git_commit": git_commit(),
-            "bench.versions": versions(),
-            "mlflow.runName": spec.label[:250],
-        }
-        if spec.teacher is not None:
-            tags["bench.teacher_hash"] = spec.teacher.hash
-        tags.update(dict(extra_tags))
-        run = self.client.create_run(self.experiment_id(spec.paper), tags=tags)
+    # -- writing -------------------------------------------------------------
+    def start_run(self, experiment: str, tags: Mapping[str, str], params: Mapping[str, str] = ()) -> str:
+        """A new run in ``experiment`` (by name) with its tags and params; returns its id.
+        A ``mlflow.parentRunId`` tag nests it under that run."""
         from mlflow.entities import Param
 
-        params = [Param(k[:250], v[:6000]) for k, v in flatten(spec.config_dict()).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+        run = self.client.create_run(self.experiment_id(experiment), tags=dict(tags))
+        items = [Param(k[:250], str(v)[:6000]) for k, v in dict(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run.info.run_id, params=items[i: i + 100])
         return run.info.run_id
+
+    def start(self, spec: RunSpec, resume: Optional[RunRecord] = None) -> str:
+        """Create (or reopen) the MLflow run of a spec; returns its run id."""
+        if resume is not None:
+            self.reopen(resume.run_id)
+            self.add_cells(resume, spec)
+            return resume.run_id
+        tags = {**identity_tags(spec), N.TAG_GIT: git_commit(), N.TAG_VERSIONS: versions()}
+        return self.start_run(spec.paper, tags, flatten(spec.config_dict()))
+
+    def log_config(self, run_id: str, spec: RunSpec, path: Path) -> None:
+        """The run's config.json: its spec summary (cells included) and full config,
+        the record a report reads back to tell how a variant differs from its row."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"spec": spec.summary(), "config": to_dict(spec.config)}, indent=2))
+        self.log_artifact(run_id, path)
+
+    def add_cells(self, record: RunRecord, spec: RunSpec, legacy: Iterable = ()) -> None:
+        """Record that ``record``'s run also fills ``spec``'s cells (a later command
+        selected the same run through another table). ``legacy``: the cells of a
+        run logged before cells were tagged, read from its config.json."""
+        have = record.cells()
+        cells = set(have if have is not None else legacy) | {cell_key(c) for c in spec.cells}
+        if have is not None and cells == set(have):
+            return
+        tags = encode_cells(cells)
+        tags[N.TAG_SERIES] = spec.series
+        self.set_tags(record.run_id, tags)
+        record.tags.update(tags)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i: i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i: i + 1000])
+
+    def log_artifact(self, run_id: str, path: Path, subdir: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, str(path), subdir)
+
+    def reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -191,14 +238,7 @@ class MlflowLogger:
         self.run_id = run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self.tracker.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+        self.tracker.log_metrics(self.run_id, metrics, step)
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
-        self.tracker.client.log_artifact(self.run_id, str(path), subdir)
+        self.tracker.log_artifact(self.run_id, path, subdir)

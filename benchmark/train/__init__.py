@@ -35,17 +35,12 @@ def build_method(cfg: TrainConfig, num_classes: int, device: torch.device, input
 
 
 def prepare(cfg: TrainConfig, workdir: Path):
-    """The dataset splits of a job (generating the synthetic stand-in if needed)."""
-    import dataclasses
-
+    """The dataset splits of a job: ``data.root`` is the dataset's own folder, or for
+    synthetic data the cache it is generated in (default ``workdir/data``)."""
     from benchmark.data import prepare_splits
-    from benchmark.data.roots import dataset_root
 
-    data = cfg.data
-    if data.synthetic is None and data.root:
-        data = dataclasses.replace(data, root=str(dataset_root(data.dataset, Path(data.root))))
     cache = Path(cfg.data.root) if (cfg.data.synthetic is not None and cfg.data.root) else Path(workdir) / "data"
-    return prepare_splits(data, cache)
+    return prepare_splits(cfg.data, cache)
 
 
 def train(

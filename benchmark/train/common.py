@@ -54,12 +54,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def metric_name(key: str) -> str:
-    """Evaluation keys ('recall@1', 'map@r') as logged names ('recall_at_1'): MLflow forbids '@'.
-    The report reads them back through this same function (benchmark.tables.metric_key)."""
-    return key.replace("@", "_at_")
-
-
 def build_optimizer(cfg: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     if cfg.name == "adam":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from benchmark.config import TrainConfig, to_dict
 from benchmark.errors import UserError
 from benchmark.train.api import TrainLogger, TrainResult
-from benchmark.train.common import config_fingerprint, generator, load_file, metric_name, save_atomic, seed_globals
+from benchmark.names import metric_key
+from benchmark.train.common import config_fingerprint, generator, load_file, save_atomic, seed_globals
 
 CHECKPOINT_FORMAT = 1
 
@@ -74,9 +75,9 @@ class Selection:
 
     def key(self, primary: str) -> Optional[str]:
         if self.mode == "best_test":
-            return f"test/{primary}/recall_at_1"
+            return metric_key("test", primary, "recall@1")
         if self.mode == "best_val":
-            return f"val/{primary}/recall_at_1"
+            return metric_key("val", primary, "recall@1")
         return None
 
     def update(self, epoch: int, metrics: dict[str, float], primary: str) -> bool:
@@ -94,7 +95,7 @@ class Selection:
 
 
 def _flatten(prefix: str, per_source: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {f"{prefix}/{src}/{metric_name(k)}": float(v) for src, ms in per_source.items() for k, v in ms.items()}
+    return {metric_key(prefix, src, k): float(v) for src, ms in per_source.items() for k, v in ms.items()}
 
 
 class Evaluator:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmark.tune.study import TAG_ROLE, TAG_STORAGE, TAG_STUDY, TUNE_EXPERIMENT, default_storage_dir, open_storage
+from benchmark import names as N
+from benchmark.tune.study import default_storage_dir, open_storage
 
 
 def _warn(msg: str) -> None:
@@ -32,18 +33,15 @@ def discover() -> list[tuple[str, str]]:
             except Exception as exc:  # a damaged journal must not stop the report
                 _warn(f"{path}: cannot read ({exc})")
     try:
-        from benchmark.report.cells import RunStore
+        from benchmark.runner.store import RunStore
 
         store = RunStore()  # read-only: a report never creates a tracking store
-        exp = store.client.get_experiment_by_name(TUNE_EXPERIMENT) if store.exists() else None
-        if exp is not None:
-            for run in store.client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'",
-                                                max_results=5000):
-                key = (run.data.tags.get(TAG_STORAGE, ""), run.data.tags.get(TAG_STUDY, ""))
-                if all(key) and key not in found:
-                    if "://" not in key[0] and not Path(key[0]).exists():
-                        continue
-                    found.append(key)
+        for run in store.runs_tagged(N.TUNE_EXPERIMENT, N.TAG_TUNE_ROLE, "parent"):
+            key = (run.tags.get(N.TAG_TUNE_STORAGE, ""), run.tags.get(N.TAG_TUNE_STUDY, ""))
+            if all(key) and key not in found:
+                if "://" not in key[0] and not Path(key[0]).exists():
+                    continue
+                found.append(key)
     except Exception as exc:
         _warn(f"MLflow parent runs not read ({exc})")
     return found
@@ -226,7 +224,7 @@ def write_study_page(study, folder: Path, storage: str, stem: Optional[str] = No
 
     lines = [f"# Tuning: {attrs.get('label', name)}", ""]
     if attrs.get("profile") and attrs.get("profile") != "paper":
-        from benchmark.report.render import SMOKE_TEXT
+        from benchmark.report.page import SMOKE_TEXT
 
         lines += [f"**{SMOKE_TEXT.format(profile=attrs['profile'])}**", ""]
     lines += [

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -65,25 +63,22 @@ class ParamSpec:
 # ---------------------------------------------------------------------------
 
 
-def _free_form_registry(cls: type, field_name: str, obj: Any, where: str) -> tuple[str, dict]:
+def _free_form_registry(owner_key: str, cfg: C.TrainConfig, where: str) -> tuple[str, dict]:
     """The parameter table of a free-form mapping (loss.params, loss.miner_params, distill.params)."""
-    if cls is C.LossConfig and field_name == "params":
+    if owner_key == "loss.params":
         from benchmark.losses.metric import LOSS_PARAMS
 
-        name = obj.name if obj is not None else None
-        return f"loss '{name}'", LOSS_PARAMS.get(name, {})
-    if cls is C.LossConfig and field_name == "miner_params":
+        return f"loss '{cfg.loss.name}'", LOSS_PARAMS.get(cfg.loss.name, {})
+    if owner_key == "loss.miner_params":
         from benchmark.losses.metric import MINER_PARAMS
 
-        if obj is not None and obj.miner is None:
+        if cfg.loss.miner is None:
             raise ConfigError(f"{where}: this run uses no miner (loss.miner is null)")
-        name = obj.miner if obj is not None else None
-        return f"miner '{name}'", MINER_PARAMS.get(name, {})
-    if cls is C.DistillConfig and field_name == "params":
+        return f"miner '{cfg.loss.miner}'", MINER_PARAMS.get(cfg.loss.miner, {})
+    if owner_key == "distill.params" and cfg.distill is not None:
         from benchmark.losses.distill import DISTILL_PARAMS
 
-        name = obj.loss if obj is not None else None
-        return f"distillation loss '{name}'", DISTILL_PARAMS.get(name, {})
+        return f"distillation loss '{cfg.distill.loss}'", DISTILL_PARAMS.get(cfg.distill.loss, {})
     raise ConfigError(f"{where}: not a numeric config field")
 
 
@@ -98,59 +93,39 @@ def numeric_field(cfg: C.TrainConfig, key: str, where: Optional[str] = None) -> 
     where = where or key
     if key in _RESERVED:
         raise ConfigError(f"{where}: {_RESERVED[key]}")
+    try:
+        info = C.field_at(key)
+    except C.KeyNotFound as exc:
+        raise ConfigError(f"{where}: not a config field ({exc.prefix} is unknown)") from None
+    if info.runtime:
+        raise ConfigError(f"{where}: a runtime setting that does not change what is computed, nothing to tune")
     parts = key.split(".")
-    if not key or any(not p for p in parts):
-        raise ConfigError(f"{where}: not a config key")
-    cls: Any = C.TrainConfig
-    obj: Any = cfg
-    i = 0
-    while i < len(parts):
-        part, last = parts[i], i == len(parts) - 1
-        prefix = ".".join(parts[: i + 1])
-        if cls is C.CohortConfig and part == "size":
-            if not last:
-                raise ConfigError(f"{where}: not a config field ({prefix} is a number)")
-            return "int", (len(obj.members) if obj is not None else None)
-        if cls is C.CohortConfig and part == "member":
-            cls, obj = C.ModelConfig, (obj.members[0] if obj is not None and obj.members else None)
-            i += 1
-            continue
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            raise ConfigError(f"{where}: not a config field ({prefix} is unknown)")
-        if fields[part].metadata.get("runtime"):
-            raise ConfigError(f"{where}: a runtime setting that does not change what is computed, nothing to tune")
-        tp = typing.get_type_hints(cls)[part]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        base = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
-        value = getattr(obj, part) if obj is not None else None
-        if typing.get_origin(base) is dict:
-            if i != len(parts) - 2:
-                raise ConfigError(f"{where}: not a config field (give {prefix}.<name>)")
-            owner, registry = _free_form_registry(cls, part, obj, where)
-            name = parts[-1]
-            if name not in registry:
-                known = ", ".join(registry) or "none"
-                raise ConfigError(f"{where}: {owner} has no parameter '{name}' (known: {known})")
-            default = registry[name][0]
-            current = (value or {}).get(name, default)
-            if isinstance(default, bool) or not isinstance(default, (int, float)):
-                raise ConfigError(f"{where}: not a numeric config field ({owner} takes {type(default).__name__})")
-            return ("int" if isinstance(default, int) else "float"), current
-        if dataclasses.is_dataclass(base):
-            if last:
-                raise ConfigError(f"{where}: not a numeric config field ({prefix} is a section)")
-            if obj is not None and value is None:
-                raise ConfigError(f"{where}: this run has no {prefix} section (method '{cfg.method}')")
-            cls, obj = base, value
-            i += 1
-            continue
-        if not last:
-            raise ConfigError(f"{where}: not a config field ({prefix} has no fields)")
-        if base is bool or base not in (int, float):
-            raise ConfigError(f"{where}: not a numeric config field ({C._type_name(tp)})")
-        return ("int" if base is int else "float"), value
-    raise ConfigError(f"{where}: not a config key")  # pragma: no cover (loop always returns)
+    plain = C.to_dict(cfg)
+    for i in range(1, len(parts)):  # every section on the way must exist in this run
+        prefix = ".".join(parts[:i])
+        if C.values_at(plain, prefix) in ([], [None]):
+            raise ConfigError(f"{where}: this run has no {prefix} section (method '{cfg.method}')")
+    values = C.values_at(plain, key)
+    if info.free_form:
+        owner_key = info.free_form  # loss.params, loss.miner_params, distill.params
+        if len(parts) != len(owner_key.split(".")) + 1:
+            raise ConfigError(f"{where}: not a config field (give {owner_key}.<name>)")
+        owner, registry = _free_form_registry(owner_key, cfg, where)
+        if info.name not in registry:
+            known = ", ".join(registry) or "none"
+            raise ConfigError(f"{where}: {owner} has no parameter '{info.name}' (known: {known})")
+        default = registry[info.name][0]
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise ConfigError(f"{where}: not a numeric config field ({owner} takes {type(default).__name__})")
+        return ("int" if isinstance(default, int) else "float"), (values[0] if values else default)
+    if info.is_mapping:
+        raise ConfigError(f"{where}: not a config field (give {key}.<name>)")
+    if info.is_section:
+        raise ConfigError(f"{where}: not a numeric config field ({key} is a section)")
+    base = info.base
+    if base is bool or base not in (int, float):
+        raise ConfigError(f"{where}: not a numeric config field ({C.type_name(info.annotation)})")
+    return ("int" if base is int else "float"), (values[0] if values else None)
 
 
 def config_value(cfg: C.TrainConfig, key: str) -> Any:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmark.config import DATASETS
 from benchmark.errors import ConfigError
-from benchmark.yamlio import load_yaml
+from benchmark.recipes.yamlio import load_yaml
 
-DATASETS = ("cub200", "cars196", "sop", "inshop")
 DATASET_NAMES = {
     "cub200": "CUB-200-2011",
     "cars196": "Cars-196",
@@ -23,13 +23,6 @@ DATASET_NAMES = {
 }
 STAT_METRICS = ("params_1e7", "gflops")
 ARTIFACT_METRICS = ("pair_cosine_histogram", "attention_masks")
-
-
-def metric_key(metric: str) -> str:
-    """Logged name of a table metric ('recall@1' -> 'recall_at_1'), as the trainer logs it."""
-    from benchmark.train.common import metric_name
-
-    return metric_name(metric)
 
 
 @dataclass

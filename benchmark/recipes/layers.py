@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
 from typing import Any
 
 from benchmark import config as C
+from benchmark.config.keys import SUGAR, KeyNotFound, child, field_names
 from benchmark.errors import ConfigError
 
-_COHORT_SUGAR = {"size": int, "member": C.ModelConfig, "architectures": list[str]}
+_COHORT_SUGAR = SUGAR[C.CohortConfig]
 
 
 def expand_dotted(layer: Any, where: str = "") -> Any:
@@ -101,31 +101,16 @@ def get_path(data: dict, dotted: str, default: Any = None) -> Any:
     return node
 
 
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
 def check_layer(layer: Any, where: str, cls: type = C.TrainConfig) -> None:
-    """Check a partial layer's keys and value types against the schema."""
+    """Check a partial layer's keys and value types against the schema
+    (:func:`benchmark.config.keys.child` per key, recipe sugar included)."""
     if layer is None:
         return
     if not isinstance(layer, dict):
         raise ConfigError(f"{where}: expected a mapping, got {layer!r}")
-    hints = typing.get_type_hints(cls)
     for key, value in layer.items():
         kw = f"{where}.{key}" if where else key
-        if cls is C.CohortConfig and key in _COHORT_SUGAR:
-            tp = _COHORT_SUGAR[key]
-            if dataclasses.is_dataclass(tp):
-                check_layer(value, kw, tp)
-            else:
-                C._convert(value, tp, kw)
-            continue
-        if cls is C.DistillConfig and key == "teacher" and isinstance(value, dict) and "ref" in value:
+        if cls is C.DistillConfig and key == "teacher" and _is_ref(value):
             extra = set(value) - {"ref", "set"}
             if extra:
                 raise ConfigError(f"{kw}.{sorted(extra)[0]}: unknown key (a teacher reference has ref and set)")
@@ -133,16 +118,15 @@ def check_layer(layer: Any, where: str, cls: type = C.TrainConfig) -> None:
                 raise ConfigError(f"{kw}.ref: expected 'paper/table#Row', got {value['ref']!r}")
             check_layer(value.get("set") or {}, f"{kw}.set")
             continue
-        if key not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"{kw}: unknown key (known keys: {known})")
-        tp = _unwrap_optional(hints[key])
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            check_layer(value, kw, tp)
-        elif value is None:
-            C._convert(value, hints[key], kw)
+        try:
+            info = child(cls, str(key), kw, kw)
+        except KeyNotFound:
+            known = ", ".join(field_names(cls, sugar=False))
+            raise ConfigError(f"{kw}: unknown key (known keys: {known})") from None
+        if dataclasses.is_dataclass(info.base) and (info.sugar or isinstance(value, dict)):
+            check_layer(value, kw, info.base)
         else:
-            C._convert(value, hints[key], kw)
+            C.convert(value, info.annotation, kw)
 
 
 def expand_sugar(data: dict, where: str) -> dict:

@@ -1,0 +1,220 @@
+"""The schema of one training job: typed sections, the training core's only input.
+
+The recipe layer (``benchmark.recipes``) builds a :class:`TrainConfig` from YAML;
+the training core reads nothing else. The package depends on the standard
+library only, so the core runs on a machine that has just torch, torchvision and
+pytorch-metric-learning.
+
+Fields marked ``runtime`` (paths, worker counts, devices) do not change what is
+computed and are left out of the semantic form (:func:`benchmark.config.semantic_dict`),
+and so out of a run's hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, get_args
+
+def runtime(default: Any = None, *, default_factory: Any = None):
+    """A field that changes how a job runs but not what it computes (not hashed)."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"runtime": True})
+    return field(default=default, metadata={"runtime": True})
+
+
+# ---------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------
+
+Dataset = Literal["cub200", "cars196", "sop", "inshop"]
+DATASETS: tuple[str, ...] = get_args(Dataset)  # every dataset the harness reads, in the papers' order
+CROPPABLE: tuple[str, ...] = ("cub200", "cars196")  # datasets with bounding boxes (cropped variants)
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the generated stand-in dataset (smoke profile, tests)."""
+
+    classes: int = 24  # total; the first half trains, the second half tests
+    images_per_class: int = 12
+    image_size: int = 64  # longer side in pixels
+    difficulty: float = 1.0  # nuisance strength; higher is harder
+    seed: int = 0
+    # Version of the image generator (benchmark.data.synthetic.GENERATOR_VERSION).
+    # Part of a run's identity, so runs made on other synthetic images are never reused.
+    generator: int = 2
+
+
+@dataclass
+class DataConfig:
+    dataset: Dataset = "cub200"
+    # Where the official files lie (or the synthetic cache). Not hashed.
+    root: Optional[str] = runtime(None)
+    # When set, the dataset is generated in the official layout of `dataset`
+    # and read back through the official reader.
+    synthetic: Optional[SyntheticConfig] = None
+    cropped: bool = False  # use bounding-box crops (CUB, Cars)
+    sampler: Literal["class_balanced", "abe_pairs"] = "class_balanced"
+    batch_size: int = 120
+    images_per_class: int = 5  # K of the P x K class-balanced sampler
+    # Training augmentation.
+    #   random_resized_crop: RandomResizedCrop(crop_size, rrc_scale, rrc_ratio) + flip
+    #   resize_pad_random_crop: longer side -> resize_size, pad to square, random crop + flip
+    #   multi_resolution_crop: longer side -> uniform in multires_range x crop_size (aspect
+    #     kept), random crop_size crop (centred on black where the image is smaller) + flip
+    train_transform: Literal["random_resized_crop", "resize_pad_random_crop", "multi_resolution_crop"] = (
+        "random_resized_crop"
+    )
+    resize_size: int = 256
+    crop_size: int = 256
+    rrc_scale: tuple[float, float] = (0.16, 1.0)
+    rrc_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    # Only used by multi_resolution_crop (None otherwise, and then not part of a
+    # run's identity, so runs made before the field existed keep their hash).
+    multires_range: Optional[tuple[float, float]] = field(default=(0.8, 1.8), metadata={"omit_none": True})
+    hflip: bool = True
+    #   resize_center_crop: shorter side -> resize_size, centre crop_size
+    #   resize_pad_center_crop: longer side -> resize_size, pad to square, centre crop_size
+    #   resize_square_center_crop: both sides -> resize_size (aspect not kept), centre crop_size
+    test_transform: Literal["resize_center_crop", "resize_pad_center_crop", "resize_square_center_crop"] = (
+        "resize_center_crop"
+    )
+    # Training classes held out as a validation split (clean model selection,
+    # tuning). 0 = none. These classes are removed from training.
+    val_classes: int = 0
+    num_workers: int = runtime(2)
+
+
+@dataclass
+class ModelConfig:
+    """One embedding network: backbone -> global pool -> Linear(embedding_dim) -> L2."""
+
+    arch: str = "bn_inception"  # bn_inception | resnet50 | googlenet | tiny_* (smoke)
+    embedding_dim: int = 512
+    pretrained: bool = True
+    freeze_bn: bool = True  # BN layers in eval mode, affine parameters not trained
+    weights: Optional[str] = runtime(None)  # explicit weights file; default: torch hub cache
+
+
+@dataclass
+class LossConfig:
+    """The metric-learning loss L_DML (pytorch-metric-learning where it has it)."""
+
+    name: Literal[
+        "triplet", "contrastive", "binomial_deviance", "proxy_nca", "arcface", "abe_contrastive"
+    ] = "triplet"
+    params: dict[str, Any] = field(default_factory=dict)
+    miner: Optional[Literal["distance_weighted"]] = None
+    miner_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TemporalConfig:
+    """Temporal diversity: member l updates with probability base**r(l).
+
+    r(l) is l's index among the members of its own architecture when
+    ``per_architecture`` (DM2 Sec. 4.7), else its index in the cohort.
+    """
+
+    enabled: bool = True
+    base: float = 0.5
+    per_architecture: bool = True
+
+
+@dataclass
+class CohortConfig:
+    """DM2 mutual learning of a cohort (Algorithm 1). Independent = lambda 0."""
+
+    members: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+    lambda_mutual: float = 20.0
+    lambda_warmup_epochs: float = 3.0  # linear 0 -> lambda over this many epochs
+    model_diversity: bool = True  # False: every member's head starts from the same init
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    view_diversity: bool = True
+
+
+@dataclass
+class ABEConfig:
+    """Attention-based ensemble (ABE-M) or the M-heads baseline."""
+
+    variant: Literal["abe", "heads"] = "abe"
+    arch: str = "googlenet"
+    pretrained: bool = True
+    freeze_bn: bool = False
+    learners: int = 8  # M
+    embedding_dim: int = 512  # ensemble size; each learner gets embedding_dim / M
+    branch_point: str = "pool3"  # end of S(.)
+    attention_depth: int = 5  # inception blocks in C(.)
+    divergence: bool = True  # add lambda_div * L_div (eq. 9)
+    lambda_div: float = 1.0
+    div_margin: float = 1.0
+    normalize_embeddings: bool = False  # L2-normalise learner embeddings before the loss
+
+
+@dataclass
+class DistillConfig:
+    """One student distilled from a teacher run's (ensemble) embeddings."""
+
+    teacher: Optional["TrainConfig"] = None  # the teacher job; its run is made first
+    teacher_members: Optional[list[int]] = None  # 1-based members forming T; None = all
+    student: ModelConfig = field(default_factory=ModelConfig)
+    loss: Literal["rkd_da", "darkrank", "compact"] = "rkd_da"
+    params: dict[str, Any] = field(default_factory=dict)
+    metric_weight: float = 0.0  # weight of L_DML (the `loss` section) beside distillation
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = 3e-5
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd only
+    loss_lr: Optional[float] = None  # lr of loss parameters (proxies, ArcFace W); None = lr
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_step_epochs: Optional[list[int]] = None  # for "step"
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 60
+    # Iterations per epoch; None = one pass over the training images.
+    iterations_per_epoch: Optional[int] = None
+    eval_every: int = 1  # evaluate every this many epochs (and always after the last)
+
+
+@dataclass
+class EvalConfig:
+    recall_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    map_at_r: bool = True
+    batch_size: int = runtime(256)
+
+
+@dataclass
+class ArtifactsConfig:
+    """Extra outputs for figures (ABE Fig. 5 and 6)."""
+
+    pair_similarity_histograms: bool = False
+    attention_masks: int = 0  # number of test images whose masks are saved
+
+
+@dataclass
+class TrainConfig:
+    method: Literal["cohort", "abe", "distill"] = "cohort"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Which evaluation is reported as `final/...`:
+    #   last:      the last evaluation (a fixed budget)
+    #   best_test: the evaluation with the best test Recall@1 (selection on test: ABE's protocol)
+    #   best_val:  the evaluation with the best Recall@1 on held-out training classes
+    selection: Literal["last", "best_test", "best_val"] = "last"
+    cohort: Optional[CohortConfig] = None
+    abe: Optional[ABEConfig] = None
+    distill: Optional[DistillConfig] = None
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    device: str = runtime("auto")  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = runtime(1)  # epochs between checkpoints

@@ -159,7 +159,7 @@ def test_abe_step_adds_the_weighted_divergence_only_when_switched_on():
 
 def test_distillation_checks_its_teachers_file_and_runs_only_the_chosen_members(tmp_path):
     from benchmark.errors import UserError
-    from benchmark.train.common import save_atomic
+    from benchmark.train.checkpoints import save
     from benchmark.train.distill import DistillMethod
 
     def teacher_cfg(lam):
@@ -169,7 +169,7 @@ def test_distillation_checks_its_teachers_file_and_runs_only_the_chosen_members(
 
     teacher = CohortMethod(teacher_cfg(20.0), 4, torch.device("cpu"))
     path = tmp_path / "final.pt"
-    save_atomic({"config": C.semantic_dict(teacher_cfg(20.0)), "weights": teacher.weights()}, path)
+    save({"config": C.semantic_dict(teacher_cfg(20.0)), "weights": teacher.weights()}, path)
 
     def student(teacher_lam, chosen=None):
         cfg = C.normalize(C.TrainConfig(

@@ -1,13 +1,11 @@
-"""Small pieces every trainer shares: seeds, devices, metric names, LR schedules,
-atomic checkpoint files.
+"""Small pieces every trainer shares: seeds, devices, LR schedules.
+(Checkpoint files: :mod:`benchmark.train.checkpoints`.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -86,18 +84,6 @@ def step_scheduler(scheduler) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler.step()
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_file(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:

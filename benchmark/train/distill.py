@@ -17,7 +17,8 @@ import torch
 
 from benchmark.config import TrainConfig, digest, semantic_dict
 from benchmark.errors import UserError
-from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, load_file, param_groups
+from benchmark.train import checkpoints
+from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, param_groups, step_scheduler
 
 
 def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: torch.device):
@@ -27,7 +28,9 @@ def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: 
     teacher_cfg = cfg.distill.teacher
     if path is None or not Path(path).exists():
         raise UserError(f"distill.teacher: the teacher's weights file {path} is missing; run the teacher job first")
-    final = load_file(path)
+    final = checkpoints.load(path)
+    if not isinstance(final, dict) or "weights" not in final:
+        raise UserError(f"{path}: not a final.pt of this harness (no weights)")
     if digest(final.get("config")) != digest(semantic_dict(teacher_cfg)):
         raise UserError(f"{path}: these weights are not from the teacher job this run names (config differs)")
     teacher = build_method(teacher_cfg, num_classes, device, {})
@@ -48,14 +51,17 @@ class DistillMethod:
     primary_source = "student"
     views = 1
 
-    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device, teacher_path: Path | None):
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device, teacher_path: Path | None,
+                 teacher: Any = None):
+        """``teacher``: an already built teacher method (the preflight's weightless
+        build), instead of loading its weights from ``teacher_path``."""
         from benchmark.losses import build_distill_loss, build_metric_loss
         from benchmark.models import build_embedding_model
 
         self.cfg = cfg
         self.dc = cfg.distill
         self.device = device
-        self.teacher = load_teacher(cfg, teacher_path, num_classes, device)
+        self.teacher = teacher if teacher is not None else load_teacher(cfg, teacher_path, num_classes, device)
         self.student = build_embedding_model(
             self.dc.student,
             backbone_seed=derive_seed(cfg.seed, "backbone", self.dc.student.arch),

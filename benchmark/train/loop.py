@@ -5,8 +5,10 @@ A *method* (cohort, ABE, distillation) supplies the models and one training
 step; this loop owns everything around it. Files in ``workdir``:
 
 - ``checkpoint.pt``: the full training state after the last finished epoch
-  (models, optimisers, schedulers, selection state). A killed run restarts from
-  it and loses at most the epoch in progress.
+  (models, optimisers, schedulers, selection state), and the one before it
+  (``checkpoint.prev.pt``). A killed run restarts from it and loses at most the
+  epoch in progress; an unreadable one is moved aside and the previous one used
+  (:mod:`benchmark.train.checkpoints`).
 - ``best.pt``: the weights of the best evaluation so far (selection best_*).
 - ``final.pt``: the weights of the selected evaluation, with the config.
 """
@@ -23,11 +25,17 @@ from tqdm.auto import tqdm
 
 from benchmark.config import TrainConfig, to_dict
 from benchmark.errors import UserError
-from benchmark.train.api import TrainLogger, TrainResult
 from benchmark.names import metric_key
-from benchmark.train.common import config_fingerprint, generator, load_file, save_atomic, seed_globals
+from benchmark.train import checkpoints
+from benchmark.train.api import TrainLogger, TrainResult
+from benchmark.train.common import config_fingerprint, generator, seed_globals
 
 CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """A loss became NaN or infinite: a one-line error naming the epoch (a
+    FloatingPointError too, so a tuning study fails that trial and goes on)."""
 
 
 class Method(Protocol):
@@ -165,14 +173,15 @@ def run_loop(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, best_path, final_path = workdir / "checkpoint.pt", workdir / "best.pt", workdir / "final.pt"
+    best_path, final_path = workdir / "best.pt", workdir / "final.pt"
     fingerprint = config_fingerprint(cfg)
     selection = Selection(cfg.selection)
     start_epoch = 0
-    if ckpt_path.exists():
-        state = load_file(ckpt_path)
+    state = checkpoints.load_resume(workdir)
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
-            raise UserError(f"{ckpt_path}: checkpoint belongs to a different configuration; delete {workdir} to start over")
+            raise UserError(f"{workdir / checkpoints.CHECKPOINT}: checkpoint belongs to a different configuration; "
+                            f"delete {workdir} to start over")
         method.load_state_dict(state["method"])
         selection = Selection(**state["selection"])
         start_epoch = state["epoch"] + 1
@@ -195,14 +204,14 @@ def run_loop(
             labels = labels.to(device, non_blocking=True)
             losses = method.train_step(images, labels, epoch + i / max(n_iters, 1), gen)
             for k, v in losses.items():
+                if not math.isfinite(float(v)):
+                    raise TrainingDiverged(f"{desc or 'run'}: training diverged: {k} is {float(v)} at iteration "
+                                           f"{i + 1} of epoch {epoch + 1} (lower optim.lr, or check the data)")
                 sums[k] = sums.get(k, 0.0) + float(v)
                 counts[k] = counts.get(k, 0) + 1
             if progress and "loss" in losses:
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
         bar.close()
-        for k, v in sums.items():
-            if not math.isfinite(v):
-                raise FloatingPointError(f"training diverged: {k} is {v} in epoch {epoch + 1}")
         method.end_epoch()
         logged = {f"train/{k}": v / counts[k] for k, v in sums.items()}
         last = epoch == epochs - 1
@@ -212,11 +221,11 @@ def run_loop(
                 metrics.update(_flatten("val", evaluator.evaluate(method, "val")))
             logged.update(metrics)
             if selection.update(epoch, metrics, method.primary_source) and selection.mode != "last":
-                save_atomic(method.weights(), best_path)
+                checkpoints.save(method.weights(), best_path)
         logger.log_metrics(logged, step=epoch + 1)
         epochs_run += 1
         if (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 or last:
-            save_atomic(
+            checkpoints.save_resume(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "fingerprint": fingerprint,
@@ -224,13 +233,14 @@ def run_loop(
                     "method": method.state_dict(),
                     "selection": selection.__dict__,
                 },
-                ckpt_path,
+                workdir,
             )
 
     # The selected weights: the last evaluation, or the best one.
     if selection.mode != "last" and best_path.exists():
-        method.load_weights(load_file(best_path))
-    save_atomic({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg, semantic=True), "method": cfg.method, "weights": method.weights()}, final_path)
+        method.load_weights(checkpoints.load(best_path))
+    checkpoints.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg, semantic=True), "method": cfg.method,
+                      "weights": method.weights()}, final_path)
     final = {k.replace("test/", "final/", 1): v for k, v in selection.best_metrics.items() if k.startswith("test/")}
     final.update({k.replace("val/", "final_val/", 1): v for k, v in selection.best_metrics.items() if k.startswith("val/")})
     # The fixed-budget numbers of the same run, beside whatever selection reported.

@@ -49,6 +49,7 @@ class FieldInfo:
     name: str
     annotation: Any  # as declared (Optional kept): what :func:`benchmark.config.convert` takes
     runtime: bool = False  # changes how a job runs, not what it computes
+    nullable: bool = False  # a section that null switches off (data.synthetic: real data)
     sugar: bool = False  # recipe sugar, not a field (cohort.size, cohort.member, ...)
     free_form: str = ""  # set inside a free-form mapping: that mapping's key ('loss.params')
 
@@ -106,7 +107,7 @@ def child(cls: type, name: str, prefix: str, key: str) -> FieldInfo:
         raise KeyNotFound(key, prefix, field_names(cls))
     f = fields[name]
     return FieldInfo(key=key, owner=cls, name=name, annotation=typing.get_type_hints(cls)[name],
-                     runtime=bool(f.metadata.get("runtime")))
+                     runtime=bool(f.metadata.get("runtime")), nullable=bool(f.metadata.get("nullable")))
 
 
 def field_at(dotted: str, cls: type = TrainConfig) -> FieldInfo:

@@ -15,11 +15,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, get_args
 
-def runtime(default: Any = None, *, default_factory: Any = None):
+def runtime(default: Any = None, *, default_factory: Any = None, **bounds: Any):
     """A field that changes how a job runs but not what it computes (not hashed)."""
+    return bounded(default, default_factory=default_factory, runtime=True, **bounds)
+
+
+def bounded(default: Any = None, *, default_factory: Any = None, ge: Any = None, gt: Any = None,
+            le: Any = None, lt: Any = None, **metadata: Any):
+    """A field with a range: every number it holds (each element of a list or tuple)
+    must satisfy the bounds given; :func:`benchmark.config.checks.check` says which
+    key breaks which, in one line, before anything trains."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    meta = {**metadata, **({"bounds": bounds} if bounds else {})}
     if default_factory is not None:
-        return field(default_factory=default_factory, metadata={"runtime": True})
-    return field(default=default, metadata={"runtime": True})
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+MAX_DIM = 1 << 16  # embedding sizes beyond this are a typo, not an experiment
+MAX_PIXELS = 8192  # image sides likewise
 
 
 # ---------------------------------------------------------------------------
@@ -35,14 +49,14 @@ CROPPABLE: tuple[str, ...] = ("cub200", "cars196")  # datasets with bounding box
 class SyntheticConfig:
     """Parameters of the generated stand-in dataset (smoke profile, tests)."""
 
-    classes: int = 24  # total; the first half trains, the second half tests
-    images_per_class: int = 12
-    image_size: int = 64  # longer side in pixels
-    difficulty: float = 1.0  # nuisance strength; higher is harder
-    seed: int = 0
+    classes: int = bounded(24, ge=2, le=1_000_000)  # total; the first half trains, the second half tests
+    images_per_class: int = bounded(12, ge=2, le=100_000)
+    image_size: int = bounded(64, ge=16, le=MAX_PIXELS)  # longer side in pixels
+    difficulty: float = bounded(1.0, ge=0)  # nuisance strength; higher is harder
+    seed: int = bounded(0, ge=0)
     # Version of the image generator (benchmark.data.synthetic.GENERATOR_VERSION).
     # Part of a run's identity, so runs made on other synthetic images are never reused.
-    generator: int = 2
+    generator: int = bounded(2, ge=1)
 
 
 @dataclass
@@ -52,11 +66,11 @@ class DataConfig:
     root: Optional[str] = runtime(None)
     # When set, the dataset is generated in the official layout of `dataset`
     # and read back through the official reader.
-    synthetic: Optional[SyntheticConfig] = None
+    synthetic: Optional[SyntheticConfig] = field(default=None, metadata={"nullable": True})  # null: real data
     cropped: bool = False  # use bounding-box crops (CUB, Cars)
     sampler: Literal["class_balanced", "abe_pairs"] = "class_balanced"
-    batch_size: int = 120
-    images_per_class: int = 5  # K of the P x K class-balanced sampler
+    batch_size: int = bounded(120, ge=2, le=1_000_000)
+    images_per_class: int = bounded(5, ge=1, le=100_000)  # K of the P x K class-balanced sampler
     # Training augmentation.
     #   random_resized_crop: RandomResizedCrop(crop_size, rrc_scale, rrc_ratio) + flip
     #   resize_pad_random_crop: longer side -> resize_size, pad to square, random crop + flip
@@ -65,13 +79,13 @@ class DataConfig:
     train_transform: Literal["random_resized_crop", "resize_pad_random_crop", "multi_resolution_crop"] = (
         "random_resized_crop"
     )
-    resize_size: int = 256
-    crop_size: int = 256
-    rrc_scale: tuple[float, float] = (0.16, 1.0)
-    rrc_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
+    resize_size: int = bounded(256, ge=8, le=MAX_PIXELS)
+    crop_size: int = bounded(256, ge=8, le=MAX_PIXELS)
+    rrc_scale: tuple[float, float] = bounded((0.16, 1.0), gt=0, le=1)
+    rrc_ratio: tuple[float, float] = bounded((0.75, 1.3333333333333333), gt=0, le=100)
     # Only used by multi_resolution_crop (None otherwise, and then not part of a
     # run's identity, so runs made before the field existed keep their hash).
-    multires_range: Optional[tuple[float, float]] = field(default=(0.8, 1.8), metadata={"omit_none": True})
+    multires_range: Optional[tuple[float, float]] = bounded((0.8, 1.8), gt=0, le=100, omit_none=True)
     hflip: bool = True
     #   resize_center_crop: shorter side -> resize_size, centre crop_size
     #   resize_pad_center_crop: longer side -> resize_size, pad to square, centre crop_size
@@ -81,8 +95,8 @@ class DataConfig:
     )
     # Training classes held out as a validation split (clean model selection,
     # tuning). 0 = none. These classes are removed from training.
-    val_classes: int = 0
-    num_workers: int = runtime(2)
+    val_classes: int = bounded(0, ge=0)
+    num_workers: int = runtime(2, ge=0, le=256)
 
 
 @dataclass
@@ -90,7 +104,7 @@ class ModelConfig:
     """One embedding network: backbone -> global pool -> Linear(embedding_dim) -> L2."""
 
     arch: str = "bn_inception"  # bn_inception | resnet50 | googlenet | tiny_* (smoke)
-    embedding_dim: int = 512
+    embedding_dim: int = bounded(512, ge=1, le=MAX_DIM)
     pretrained: bool = True
     freeze_bn: bool = True  # BN layers in eval mode, affine parameters not trained
     weights: Optional[str] = runtime(None)  # explicit weights file; default: torch hub cache
@@ -117,7 +131,7 @@ class TemporalConfig:
     """
 
     enabled: bool = True
-    base: float = 0.5
+    base: float = bounded(0.5, gt=0, le=1)
     per_architecture: bool = True
 
 
@@ -126,8 +140,8 @@ class CohortConfig:
     """DM2 mutual learning of a cohort (Algorithm 1). Independent = lambda 0."""
 
     members: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
-    lambda_mutual: float = 20.0
-    lambda_warmup_epochs: float = 3.0  # linear 0 -> lambda over this many epochs
+    lambda_mutual: float = bounded(20.0, ge=0)
+    lambda_warmup_epochs: float = bounded(3.0, ge=0)  # linear 0 -> lambda over this many epochs
     model_diversity: bool = True  # False: every member's head starts from the same init
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     view_diversity: bool = True
@@ -141,13 +155,13 @@ class ABEConfig:
     arch: str = "googlenet"
     pretrained: bool = True
     freeze_bn: bool = False
-    learners: int = 8  # M
-    embedding_dim: int = 512  # ensemble size; each learner gets embedding_dim / M
+    learners: int = bounded(8, ge=1, le=1024)  # M
+    embedding_dim: int = bounded(512, ge=1, le=MAX_DIM)  # ensemble size; each learner gets embedding_dim / M
     branch_point: str = "pool3"  # end of S(.)
-    attention_depth: int = 5  # inception blocks in C(.)
+    attention_depth: int = bounded(5, ge=0, le=64)  # inception blocks in C(.)
     divergence: bool = True  # add lambda_div * L_div (eq. 9)
-    lambda_div: float = 1.0
-    div_margin: float = 1.0
+    lambda_div: float = bounded(1.0, ge=0)
+    div_margin: float = bounded(1.0, ge=0)
     normalize_embeddings: bool = False  # L2-normalise learner embeddings before the loss
 
 
@@ -156,38 +170,38 @@ class DistillConfig:
     """One student distilled from a teacher run's (ensemble) embeddings."""
 
     teacher: Optional["TrainConfig"] = None  # the teacher job; its run is made first
-    teacher_members: Optional[list[int]] = None  # 1-based members forming T; None = all
+    teacher_members: Optional[list[int]] = bounded(None, ge=1)  # 1-based members forming T; None = all
     student: ModelConfig = field(default_factory=ModelConfig)
     loss: Literal["rkd_da", "darkrank", "compact"] = "rkd_da"
     params: dict[str, Any] = field(default_factory=dict)
-    metric_weight: float = 0.0  # weight of L_DML (the `loss` section) beside distillation
+    metric_weight: float = bounded(0.0, ge=0)  # weight of L_DML (the `loss` section) beside distillation
 
 
 @dataclass
 class OptimConfig:
     name: Literal["adam", "sgd"] = "adam"
-    lr: float = 3e-5
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # sgd only
-    loss_lr: Optional[float] = None  # lr of loss parameters (proxies, ArcFace W); None = lr
+    lr: float = bounded(3e-5, gt=0, le=100)
+    weight_decay: float = bounded(5e-4, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)  # sgd only
+    loss_lr: Optional[float] = bounded(None, gt=0, le=100_000)  # lr of loss parameters (proxies, ArcFace W); None = lr
     lr_schedule: Literal["constant", "step", "cosine"] = "constant"
-    lr_step_epochs: Optional[list[int]] = None  # for "step"
-    lr_gamma: float = 0.1
+    lr_step_epochs: Optional[list[int]] = bounded(None, ge=1)  # for "step"
+    lr_gamma: float = bounded(0.1, gt=0)
 
 
 @dataclass
 class ScheduleConfig:
-    epochs: int = 60
+    epochs: int = bounded(60, ge=1, le=1_000_000)
     # Iterations per epoch; None = one pass over the training images.
-    iterations_per_epoch: Optional[int] = None
-    eval_every: int = 1  # evaluate every this many epochs (and always after the last)
+    iterations_per_epoch: Optional[int] = bounded(None, ge=1)
+    eval_every: int = bounded(1, ge=1)  # evaluate every this many epochs (and always after the last)
 
 
 @dataclass
 class EvalConfig:
-    recall_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    recall_ks: list[int] = bounded(default_factory=lambda: [1, 2, 4, 8], ge=1)
     map_at_r: bool = True
-    batch_size: int = runtime(256)
+    batch_size: int = runtime(256, ge=1, le=1_000_000)
 
 
 @dataclass
@@ -195,13 +209,13 @@ class ArtifactsConfig:
     """Extra outputs for figures (ABE Fig. 5 and 6)."""
 
     pair_similarity_histograms: bool = False
-    attention_masks: int = 0  # number of test images whose masks are saved
+    attention_masks: int = bounded(0, ge=0, le=10_000)  # number of test images whose masks are saved
 
 
 @dataclass
 class TrainConfig:
     method: Literal["cohort", "abe", "distill"] = "cohort"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -217,4 +231,4 @@ class TrainConfig:
     distill: Optional[DistillConfig] = None
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     device: str = runtime("auto")  # auto | cpu | cuda | cuda:N
-    checkpoint_every: int = runtime(1)  # epochs between checkpoints
+    checkpoint_every: int = runtime(1, ge=1)  # epochs between checkpoints

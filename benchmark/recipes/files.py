@@ -7,8 +7,8 @@ jobs (:class:`Binding`); profiles rescale them (:class:`Profile`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -120,9 +120,9 @@ _RECIPE_KEYS = {"extends", "table", "description", "config", "datasets", "rows",
 _ROW_KEYS = {"set", "sources", "note", "runs"}
 _RUN_KEYS = {"where", "set", "sources", "note"}
 _PROFILE_KEYS = {"description", "set", "datasets", "arch_map", "models"}
-_MODEL_FIELDS = {f.name for f in dataclasses.fields(C.ModelConfig)} | {
-    f.name for f in dataclasses.fields(C.ABEConfig)
-}
+# Fields a profile's `models` block may set on every model of a job (embedding
+# models and ABE models share their names and types), with their annotation.
+_MODEL_FIELDS = {**typing.get_type_hints(C.ABEConfig), **typing.get_type_hints(C.ModelConfig)}
 
 
 def _layer(value: Any, where: str) -> dict[str, Any]:
@@ -143,13 +143,17 @@ def _parse_profile(name: str, data: Any, where: str) -> Profile:
     for key in data:
         if key not in _PROFILE_KEYS:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_PROFILE_KEYS))})")
-    models = dict(data.get("models") or {})
-    for key in models:
+    raw_models = data.get("models") or {}
+    if not isinstance(raw_models, dict):
+        raise ConfigError(f"{where}.models: expected a mapping of model fields to values")
+    models = {}
+    for key, value in raw_models.items():
         if key not in _MODEL_FIELDS:
-            raise ConfigError(f"{where}.models.{key}: not a model field")
+            raise ConfigError(f"{where}.models.{key}: not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
+        models[key] = C.convert(value, _MODEL_FIELDS[key], f"{where}.models.{key}")
     arch_map = data.get("arch_map") or {}
-    if not isinstance(arch_map, dict):
-        raise ConfigError(f"{where}.arch_map: expected a mapping of architecture names")
+    if not isinstance(arch_map, dict) or not all(isinstance(v, str) for v in arch_map.values()):
+        raise ConfigError(f"{where}.arch_map: expected a mapping of architecture names to architecture names")
     raw_datasets = data.get("datasets") or {}
     if not isinstance(raw_datasets, dict):
         raise ConfigError(f"{where}.datasets: expected a mapping of dataset -> layer")
@@ -239,13 +243,19 @@ class Catalog:
     def table(self, key: str) -> Table:
         if key not in self._tables:
             path = self.tables_dir / f"{key}.yaml"
-            if not path.exists():
-                raise ConfigError(f"{path}: table file not found")
+            if key not in self.table_keys():  # also keeps '../x' and absolute names out of tables/
+                raise ConfigError(f"{path}: table file not found (known: {', '.join(self.table_keys())})")
             table = load_table(path)
             if table.key != key:
                 raise ConfigError(f"{path}: paper/id say '{table.key}', expected '{key}'")
             self._tables[key] = table
         return self._tables[key]
+
+    def dataset_sizes(self) -> dict:
+        """What the papers state about each dataset split (tables/datasets.yaml)."""
+        from benchmark.recipes.tables import load_dataset_sizes
+
+        return load_dataset_sizes(self.tables_dir / "datasets.yaml")
 
     def table_keys(self) -> list[str]:
         return [f"{p.parent.name}/{p.stem}" for p in sorted(self.tables_dir.glob("*/*.yaml"))]

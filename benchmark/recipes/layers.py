@@ -24,6 +24,15 @@ from benchmark.errors import ConfigError
 
 _COHORT_SUGAR = SUGAR[C.CohortConfig]
 
+# Keys resolution sets itself after every layer, so a layer giving them would be
+# silently ignored: refused, with what to use instead.
+OWNED = {
+    (C.TrainConfig, "seed"): "the seed comes from --seeds (runs use seeds 0..N-1)",
+    (C.TrainConfig, "device"): "a runtime setting of the command: use --device",
+    (C.DataConfig, "dataset"): "the dataset comes from the table's columns: select it with --dataset",
+    (C.DataConfig, "cropped"): "cropping comes from the table's columns (their cropped: true)",
+}
+
 
 def expand_dotted(layer: Any, where: str = "") -> Any:
     """{'a.b': 1, 'a': {'c': 2}} -> {'a': {'b': 1, 'c': 2}} (recursively)."""
@@ -118,11 +127,16 @@ def check_layer(layer: Any, where: str, cls: type = C.TrainConfig) -> None:
                 raise ConfigError(f"{kw}.ref: expected 'paper/table#Row', got {value['ref']!r}")
             check_layer(value.get("set") or {}, f"{kw}.set")
             continue
+        if (cls, key) in OWNED:
+            raise ConfigError(f"{kw}: not set by a recipe or override: {OWNED[(cls, key)]}")
         try:
             info = child(cls, str(key), kw, kw)
         except KeyNotFound:
             known = ", ".join(field_names(cls, sugar=False))
             raise ConfigError(f"{kw}: unknown key (known keys: {known})") from None
+        if value is None and dataclasses.is_dataclass(info.base) and not info.nullable:
+            raise ConfigError(f"{kw}: a section cannot be null (it would silently become another "
+                              f"experiment); leave the key out, or set its fields")
         if dataclasses.is_dataclass(info.base) and (info.sugar or isinstance(value, dict)):
             check_layer(value, kw, info.base)
         else:

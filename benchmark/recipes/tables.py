@@ -7,6 +7,8 @@ the report (paper vs reproduced).
 from __future__ import annotations
 
 import fnmatch
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +25,7 @@ DATASET_NAMES = {
 }
 STAT_METRICS = ("params_1e7", "gflops")
 ARTIFACT_METRICS = ("pair_cosine_histogram", "attention_masks")
+_METRIC = re.compile(r"^(recall@[1-9][0-9]*|map@r)$")  # percentages, in [0, 100]
 
 
 @dataclass
@@ -127,6 +130,10 @@ def load_table(path: Path) -> Table:
             raise ConfigError(f"{where}: {key}: missing")
     if data["kind"] not in ("table", "figure"):
         raise ConfigError(f"{where}: kind: expected table or figure, got {data['kind']!r}")
+    for key, kind in (("columns", list), ("rows", list), ("plot", dict)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise ConfigError(f"{where}: {key}: expected a {'list' if kind is list else 'mapping'}, "
+                              f"got {type(data[key]).__name__}")
     columns = []
     for i, c in enumerate(data["columns"] or []):
         cw = f"{where}: columns[{i}]"
@@ -140,10 +147,14 @@ def load_table(path: Path) -> Table:
                 raise ConfigError(f"{cw}.{key}: missing")
         if c["dataset"] not in DATASETS:
             raise ConfigError(f"{cw}.dataset: expected one of {', '.join(DATASETS)}, got {c['dataset']!r}")
+        metric = str(c["metric"])
+        if not (_METRIC.match(metric) or metric in STAT_METRICS or metric in ARTIFACT_METRICS):
+            known = ", ".join(("recall@K", "map@r") + STAT_METRICS + ARTIFACT_METRICS)
+            raise ConfigError(f"{cw}.metric: unknown metric {metric!r} (known: {known})")
         columns.append(Column(
             id=str(c["id"]), header=str(c.get("header", c["id"])), dataset=c["dataset"],
-            metric=str(c["metric"]), source=str(c["source"]), group=c.get("group"),
-            cropped=bool(c.get("cropped", False)),
+            metric=metric, source=str(c["source"]), group=None if c.get("group") is None else str(c["group"]),
+            cropped=_bool(c.get("cropped", False), f"{cw}.cropped"),
         ))
     ids = [c.id for c in columns]
     if len(set(ids)) != len(ids):
@@ -169,13 +180,22 @@ def load_table(path: Path) -> Table:
             bad = [v for v in vals if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
             if bad:
                 raise ConfigError(f"{rw}.{key}: {bad[0]!r} is not a number (null where the paper prints none)")
+            for col, v in zip(columns, vals):
+                if v is None:
+                    continue
+                if not math.isfinite(v):
+                    raise ConfigError(f"{rw}.{key}: {v!r} in column {col.id} is not a finite number")
+                top = 100.0 if key == "values" and _METRIC.match(col.metric) else math.inf
+                if not 0 <= v <= top:
+                    raise ConfigError(f"{rw}.{key}: {v!r} in column {col.id} ({col.metric}) is outside "
+                                      f"[0, {top:g}]")
         for key in ("labels", "attrs"):
             if not isinstance(r.get(key) or {}, dict):
                 raise ConfigError(f"{rw}.{key}: expected a mapping")
         rows.append(Row(
             name=str(r["name"]), values=[None if v is None else float(v) for v in values],
             stds=None if stds is None else [None if v is None else float(v) for v in stds],
-            cited=bool(r.get("cited", False)), labels=dict(r.get("labels") or {}),
+            cited=_bool(r.get("cited", False), f"{rw}.cited"), labels=dict(r.get("labels") or {}),
             attrs=dict(r.get("attrs") or {}),
         ))
     names = [r.name for r in rows]
@@ -189,9 +209,40 @@ def load_table(path: Path) -> Table:
     )
 
 
+def _bool(value: Any, where: str) -> bool:
+    """true/false, strictly: the string "false" is not read as true."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
 def _str_list(value: Any, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of names")
     return [str(v) for v in value]
+
+
+def load_dataset_sizes(path: Path) -> dict[str, dict[str, dict[str, dict[str, Optional[int]]]]]:
+    """tables/datasets.yaml: dataset -> split -> paper -> {classes, images} as the
+    papers state them (None where a paper states nothing)."""
+    data = load_yaml(path)
+    where = str(path)
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
+        raise ConfigError(f"{where}: expected a mapping with 'datasets'")
+    out: dict = {}
+    for ds, splits in data["datasets"].items():
+        if ds not in DATASETS or not isinstance(splits, dict):
+            raise ConfigError(f"{where}: datasets.{ds}: unknown dataset or not a mapping")
+        for split, papers in splits.items():
+            if not isinstance(papers, dict):
+                raise ConfigError(f"{where}: datasets.{ds}.{split}: expected a mapping of paper -> counts")
+            for paper, counts in papers.items():
+                if not isinstance(counts, dict) or set(counts) - {"classes", "images"}:
+                    raise ConfigError(f"{where}: datasets.{ds}.{split}.{paper}: expected {{classes, images}}")
+                for k, v in counts.items():
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                        raise ConfigError(f"{where}: datasets.{ds}.{split}.{paper}.{k}: expected a count, got {v!r}")
+                out.setdefault(ds, {}).setdefault(split, {})[str(paper)] = dict(counts)
+    return out

@@ -61,9 +61,10 @@ def _selection(args: argparse.Namespace):
 
     catalog = Catalog()
     recipes = select(catalog, args.selector, args.profile)
-    seeds = list(range(getattr(args, "seeds", 1)))
-    if not seeds:
-        raise ConfigError("--seeds: must be at least 1")
+    n = getattr(args, "seeds", 1)
+    if not 1 <= n <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {n}: must be between 1 and {MAX_SEEDS}")
+    seeds = list(range(n))
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"--data-root {args.data_root}: no such folder")
     ctx = Context(profile=args.profile, seeds=seeds, overrides=parse_overrides(args.overrides, args.sets),
@@ -71,13 +72,16 @@ def _selection(args: argparse.Namespace):
     return catalog, recipes, ctx
 
 
+MAX_SEEDS = 1000  # more is a typo, not an experiment (and would take minutes to plan)
+
+
 def _specs(args: argparse.Namespace, device: str = "auto"):
-    """The selected runs, resolved, deduplicated and bound to this machine."""
+    """(catalog, the selected runs resolved, deduplicated and bound to this machine)."""
     from benchmark.recipes import expand
     from benchmark.runner.binding import bind
 
     catalog, recipes, ctx = _selection(args)
-    return [bind(s, data_root=args.data_root, device=device) for s in expand(catalog, recipes, ctx)]
+    return catalog, [bind(s, data_root=args.data_root, device=device) for s in expand(catalog, recipes, ctx)]
 
 
 # ---------------------------------------------------------------------------
@@ -86,27 +90,30 @@ def _specs(args: argparse.Namespace, device: str = "auto"):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner.local import execute, plan, register_cells
+    from benchmark.runner.local import check_data, execute, plan, register_cells
     from benchmark.runner.preflight import preflight
     from benchmark.runner.tracking import Tracker
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be at least 1")
-    specs = _specs(args, device=args.device)
+    catalog, specs = _specs(args, device=args.device)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    preflight(specs)
+    facts = preflight(specs, sizes=catalog.dataset_sizes())
+    data_tags = {h: f.tag() for h, f in facts.items()}
     tracker = Tracker()
     planned = plan(specs, tracker)
+    for warning in check_data(planned, data_tags, args.recheck_data):
+        print(f"warning: {warning}", file=sys.stderr)
     todo = sum(r.state != "finished" for r in planned)
     print(f"{len(planned)} runs: {len(planned) - todo} finished already, {todo} to run "
           f"(profile {args.profile}, tracking {tracker.uri})", file=sys.stderr)
     if args.dry_run:
         return 0
     register_cells(planned, tracker)
-    summary = execute(planned, tracker, progress=not args.no_progress)
+    summary = execute(planned, tracker, progress=not args.no_progress, data_tags=data_tags)
     print(f"done: {summary['made']} made ({summary['resumed']} resumed), {summary['reused']} reused, "
           f"{summary['seconds']} s", file=sys.stderr)
     if args.format == "json":
@@ -118,7 +125,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from benchmark.runner.local import plan
     from benchmark.runner.tracking import Tracker
 
-    planned = plan(_specs(args), Tracker())
+    planned = plan(_specs(args)[1], Tracker())
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in planned], indent=1))
         return 0
@@ -227,6 +234,60 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Layout, sizes against the papers, missing and damaged images, singleton classes."""
+    from tqdm.auto import tqdm
+
+    from benchmark.data import read_dataset
+    from benchmark.data.check import ERRORS, check_splits
+    from benchmark.data.roots import MARKER_FILES, dataset_root
+    from benchmark.recipes import Catalog
+
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise UserError(f"--data-root {root}: no such folder")
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    names = args.datasets or [d for d in DATASETS if (dataset_root(d, root) / MARKER_FILES[d]).exists()]
+    if not names:
+        raise UserError(f"--data-root {root}: holds none of the datasets' official files "
+                        f"({', '.join(f'{d}: {m}' for d, m in MARKER_FILES.items())})")
+    stated = Catalog().dataset_sizes()
+    report, errors = [], 0
+    for name in names:
+        folder = dataset_root(name, root)
+        splits = read_dataset(name, folder, args.cropped)  # one-line errors for a broken layout
+        total = sum(len(getattr(splits, s)) for s in ("train", "test", "query", "gallery") if getattr(splits, s))
+        with tqdm(total=total, desc=f"{name}: decoding" if not args.no_decode else f"{name}: listing",
+                  unit="img", disable=args.no_progress, file=sys.stderr) as bar:
+            checks = check_splits(splits, decode=not args.no_decode, workers=args.workers, progress=bar.update)
+        for c in checks:
+            errors += c.errors
+            paper = stated.get(name, {}).get(c.name, {})
+            report.append({"dataset": name, "root": str(folder), **c.as_dict(),
+                           "papers": {p: v for p, v in paper.items()}})
+    if args.format == "json":
+        print(json.dumps(report, indent=1))
+    else:
+        from tabulate import tabulate
+
+        def said(rec, key):
+            return ", ".join(f"{p} {v[key]:,}" for p, v in sorted(rec["papers"].items()) if v.get(key) is not None) or "—"
+
+        rows = [[r["dataset"], r["split"], f"{r['images']:,}", said(r, "images"), f"{r['classes']:,}",
+                 said(r, "classes"), r["singleton_classes"],
+                 ", ".join(f"{k} {n}" for k, n in sorted(r["faults"].items())) or "none"] for r in report]
+        print(tabulate(rows, headers=["dataset", "split", "images", "papers state", "classes", "papers state",
+                                      "1-image classes", "faults"], disable_numparse=True))
+        for r in report:
+            for kind, paths in sorted(r["examples"].items()):
+                more = r["faults"][kind] - len(paths)
+                print(f"{r['dataset']} {r['split']} {kind}: {', '.join(paths)}" + (f" (+{more} more)" if more else ""))
+        print(f"\n{errors} image(s) missing or damaged ({', '.join(ERRORS)}); grayscale/CMYK files are converted "
+              f"to RGB by the loader; a class with one test image has no positive for its query")
+    return 1 if errors else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from benchmark.recipes import Catalog
 
@@ -254,13 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train every run a selection needs (skips finished runs, resumes killed ones)",
                        description="Train every run the selected recipes need, teachers first. Finished runs "
-                                   "(same config hash in MLflow) are skipped; an interrupted run resumes from its "
-                                   "last checkpoint when the command is repeated.")
+                                   "(same config hash in MLflow) are skipped; an interrupted run (Ctrl-C, SIGTERM, "
+                                   "a kill) resumes from its last checkpoint when the command is repeated. Before "
+                                   "anything trains, every run is checked: its dataset's files, its weights files, "
+                                   "and its networks built without weights. Files: a run trains in "
+                                   "$BENCHMARK_HOME/runs/<hash>/ (checkpoint.pt each epoch); when it finishes, its "
+                                   "weights (final.pt) are an artifact of its MLflow run and the folder keeps only "
+                                   "config.json.")
     _add_selection(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's choice; 1 suits the smoke profile's tiny models on a busy machine)")
     p.add_argument("--dry-run", action="store_true", help="check and plan, train nothing")
+    p.add_argument("--recheck-data", action="store_true",
+                   help="train again a finished run whose data (its fingerprint: the annotation files and each "
+                        "image's size) differs from the data under --data-root now; without it such a run is "
+                        "reused with a warning")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: print a summary object at the end")
     p.set_defaults(func=cmd_run)
@@ -312,6 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller problems (for tests), same ratios")
     p.set_defaults(func=cmd_perf)
 
+    p = sub.add_parser("data", help="check a copy of the datasets: `data check --data-root DIR`")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data_sub.required = True
+    q = data_sub.add_parser(
+        "check", help="verify layout, sizes, images (decoded) and singleton classes of the datasets under DIR",
+        description="For each dataset under --data-root (or each --dataset): reads its official annotation files, "
+                    "counts classes and images per split beside what DM² (Sec. 4.1) and ABE (Sec. 5) state, "
+                    "decodes every image (missing, unreadable, truncated and corrupt JPEGs are errors; grayscale, "
+                    "CMYK and other modes are listed) and counts classes with a single image. Exit status 1 when "
+                    "an image is missing or damaged. `run` does the cheap part (layout, files present) itself.")
+    q.add_argument("--data-root", required=True, metavar="DIR", help="the folder holding the datasets")
+    q.add_argument("--dataset", dest="datasets", action="append", metavar="NAME", choices=list(DATASETS),
+                   help="only this dataset (repeatable; default: every dataset found under DIR)")
+    q.add_argument("--cropped", action="store_true", help="also read the bounding boxes (CUB, Cars)")
+    q.add_argument("--no-decode", action="store_true", help="only check that every listed image exists")
+    q.add_argument("--workers", type=int, default=4, metavar="N", help="decoding threads (default 4)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--format", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_data_check)
+
     p = sub.add_parser("list", help="list the recipes and the tables they reproduce")
     p.set_defaults(func=cmd_list)
 
@@ -324,18 +414,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, systemd and `kill` send), handled as Ctrl-C is: the
+    checkpoint is on disk, the MLflow run is marked KILLED, one line is printed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: repeat the command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}: repeat the command to resume from the last checkpoint", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

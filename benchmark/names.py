@@ -55,6 +55,7 @@ TAG_LABEL = "bench.label"
 TAG_METHOD = "bench.method"
 TAG_DATASET = "bench.dataset"
 TAG_TEACHER = "bench.teacher_hash"
+TAG_DATA = "bench.data"  # JSON: the fingerprint of each dataset split the run trained on
 TAG_GIT = "bench.git_commit"
 TAG_VERSIONS = "bench.versions"
 TAG_RUN_NAME = "mlflow.runName"

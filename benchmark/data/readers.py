@@ -176,6 +176,16 @@ def _read_rows(path: Path, ncols: int, skip: int = 0) -> list[list[str]]:
     return rows
 
 
+def inside(root: Path, rel: str, listed_in: Path) -> str:
+    """``root/rel`` as an absolute path, refused in one line when ``rel`` (read from
+    the annotation file ``listed_in``) leaves ``root`` ('../..', an absolute path)."""
+    full = os.path.normpath(os.path.join(root, rel))
+    base = os.path.normpath(root)
+    if os.path.isabs(rel) or not (full == base or full.startswith(base + os.sep)):
+        raise DatasetFormatError(f"{listed_in}: image path {rel!r} leaves the dataset folder {base}")
+    return full
+
+
 def _int(value: str, path: Path, what: str) -> int:
     try:
         return int(value)
@@ -223,7 +233,7 @@ def _read_cub(root: Path, cropped: bool) -> DatasetSplits:
             f"{root / 'image_class_labels.txt'}: no class for image id {missing[0]} "
             f"({len(missing)} image(s) of images.txt have none)"
         )
-    paths = [str(root / "images" / r[1]) for r in images]
+    paths = [inside(root / "images", r[1], root / "images.txt") for r in images]
     classes = np.array(
         [_int(labels[i], root / "image_class_labels.txt", "class id") for i in ids], dtype=np.int64
     )
@@ -278,7 +288,7 @@ def _read_cars(root: Path, cropped: bool) -> DatasetSplits:
     paths, classes, boxes = [], [], []
     for rec in ann:
         rel = str(_scalar(_mat_field(rec, "relative_im_path", path)))
-        paths.append(str(root / rel))
+        paths.append(inside(root, rel, path))
         classes.append(int(_scalar(_mat_field(rec, "class", path))))
         if cropped:
             boxes.append(
@@ -296,7 +306,7 @@ def _read_sop_file(root: Path, name: str) -> Split:
     rows = _read_rows(path, 4, skip=1)
     classes = np.array([_int(r[1], path, "class_id") for r in rows], dtype=np.int64)
     (labels,) = remap_labels(classes)
-    return Split(paths=[str(root / r[3]) for r in rows], labels=labels)
+    return Split(paths=[inside(root, r[3], path) for r in rows], labels=labels)
 
 
 def _read_sop(root: Path, cropped: bool) -> DatasetSplits:
@@ -319,7 +329,7 @@ def _read_inshop(root: Path, cropped: bool) -> DatasetSplits:
             raise DatasetFormatError(
                 f"{path}: evaluation_status {status!r} of {name} is not train, query or gallery"
             )
-        groups[status][0].append(str(root / name))
+        groups[status][0].append(inside(root, name, path))
         groups[status][1].append(_inshop_item(item, path))
     for status in ("train", "query", "gallery"):
         if not groups[status][0]:

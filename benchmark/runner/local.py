@@ -30,7 +30,7 @@ from benchmark.runner.tracking import MlflowLogger, Tracker, flatten
 @dataclass
 class PlannedRun:
     spec: RunSpec
-    state: str  # finished | resume | new
+    state: str  # finished | resume | new | retrain (finished on other data, --recheck-data)
     record: Optional[RunRecord]
 
     def as_dict(self) -> dict:
@@ -93,7 +93,9 @@ def register_cells(runs: list[PlannedRun], tracker: Tracker) -> int:
 
 
 def teacher_weights(spec: RunSpec, tracker: Tracker) -> Path:
-    """The teacher's final.pt: from its working folder, else from its MLflow run."""
+    """The teacher's final.pt: in its working folder while it is kept there, else the
+    artifact of its finished MLflow run (read in place from a local artifact store,
+    downloaded from a server)."""
     t = spec.teacher
     local = run_dir(t.hash) / N.FINAL_WEIGHTS
     if local.exists():
@@ -101,7 +103,44 @@ def teacher_weights(spec: RunSpec, tracker: Tracker) -> Path:
     rec = tracker.find([t.hash]).get(t.hash)
     if rec is None or rec.status != "FINISHED":
         raise UserError(f"{spec.label}: its teacher run {t.hash} ({t.label}) has not finished")
-    return tracker.download(rec.run_id, N.FINAL_WEIGHTS, run_dir(t.hash) / "downloaded")
+    return (tracker.local_artifact(rec.run_id, N.FINAL_WEIGHTS)
+            or tracker.download(rec.run_id, N.FINAL_WEIGHTS, run_dir(t.hash) / "downloaded"))
+
+
+def check_data(runs: list[PlannedRun], tags: Mapping[str, str], recheck: bool) -> list[str]:
+    """Compare the data each finished run trained on with the data here now (its
+    ``bench.data`` tag against this command's fingerprints). A run that differs is
+    reused with a one-line warning, or with ``recheck`` planned to train afresh.
+    Returns the warnings."""
+    out = []
+    for r in runs:
+        if r.state != "finished" or r.record is None:
+            continue
+        then, now = r.record.tags.get(N.TAG_DATA), tags.get(r.spec.hash)
+        if then is None or now is None or then == now:
+            continue  # a run logged before fingerprints were recorded is not compared
+        import json
+
+        old, new = json.loads(then), json.loads(now)
+        splits = ", ".join(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
+        if recheck:
+            r.state, r.record = "retrain", None
+            out.append(f"{r.spec.label}: finished on other data ({splits} differ); training it again (--recheck-data)")
+        else:
+            out.append(f"{r.spec.label}: finished on other data than is under the data root now ({splits} "
+                       f"differ); reused as it is; --recheck-data trains it again")
+    return out
+
+
+def prune(workdir: Path) -> None:
+    """A finished run keeps one copy of its weights: the final.pt artifact of its
+    MLflow run. Its resume checkpoints, best-so-far weights and the working copy
+    of final.pt are removed (config.json stays, a few kilobytes)."""
+    for name in ("checkpoint.pt", "checkpoint.prev.pt", "best.pt", N.FINAL_WEIGHTS):
+        try:
+            (Path(workdir) / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def run_spec(
@@ -117,6 +156,7 @@ def run_spec(
     keep_files: bool = True,
     interrupted: tuple = (KeyboardInterrupt,),
     progress: bool = True,
+    extra_tags: Mapping[str, str] = (),
 ) -> tuple[str, object]:
     """Train one bound spec and track it; returns (MLflow run id, TrainResult).
 
@@ -125,14 +165,16 @@ def run_spec(
     passes its own ``experiment``, ``tags`` (instead of the identity tags), extra
     ``params``, a ``logger`` wrapper (reporting to Optuna), a ``workdir`` and
     ``keep_files=False`` (the folder is removed and no weights are logged).
-    The MLflow run ends FINISHED, KILLED (an exception in ``interrupted``) or FAILED.
+    The MLflow run ends FINISHED, KILLED (an exception in ``interrupted``) or FAILED;
+    a finished run's folder is pruned to its config.json (:func:`prune`).
     """
     from benchmark.train import train
 
     if tags is None:
-        run_id = tracker.start(spec, record)
+        run_id = tracker.start(spec, record, extra_tags)
     else:
-        run_id = tracker.start_run(experiment or spec.paper, tags, {**flatten(spec.config_dict()), **dict(params)})
+        run_id = tracker.start_run(experiment or spec.paper, {**dict(tags), **dict(extra_tags)},
+                                   {**flatten(spec.config_dict()), **dict(params)})
     workdir = Path(workdir) if workdir is not None else run_dir(spec.hash)
     if not keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -156,6 +198,8 @@ def run_spec(
         if not keep_files:
             shutil.rmtree(workdir, ignore_errors=True)
     tracker.finish(run_id, "FINISHED")
+    if keep_files:
+        prune(workdir)
     return run_id, result
 
 
@@ -165,15 +209,21 @@ def execute(
     *,
     progress: bool = True,
     on_done: Optional[Callable[[PlannedRun, dict], None]] = None,
+    data_tags: Mapping[str, str] = (),
 ) -> dict:
-    """Run every planned (bound) spec that is not finished. Returns counts and timings."""
+    """Run every planned (bound) spec that is not finished, recording the fingerprint
+    of its data (``data_tags``: spec hash -> bench.data). Returns counts and timings."""
+    data_tags = dict(data_tags)
     todo = [r for r in runs if r.state != "finished"]
     summary = {"planned": len(runs), "reused": len(runs) - len(todo), "made": 0, "resumed": 0, "seconds": 0.0}
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo, position=0)
     t0 = time.time()
     for r in todo:
         bar.set_postfix_str(r.spec.label[:60], refresh=True)
-        _, result = run_spec(r.spec, tracker, record=r.record, progress=progress)
+        if r.state == "retrain":  # finished on other data: its old files must not be resumed
+            shutil.rmtree(run_dir(r.spec.hash), ignore_errors=True)
+        tags = {N.TAG_DATA: data_tags[r.spec.hash]} if r.spec.hash in data_tags else {}
+        _, result = run_spec(r.spec, tracker, record=r.record, progress=progress, extra_tags=tags)
         summary["made"] += 1
         summary["resumed"] += int(r.state == "resume")
         r.state = "finished"

@@ -17,7 +17,7 @@ from benchmark import names as N
 from benchmark.errors import ConfigError, UserError
 from benchmark.runner.home import default_tracking_uri
 from benchmark.runner.records import RunRecord, cell_key
-from benchmark.runner.tracking import quiet_mlflow
+from benchmark.runner.tracking import probe, quiet_mlflow
 
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -67,6 +67,7 @@ class RunStore:
     def client(self):
         if self._client is None:
             quiet_mlflow()
+            probe(self.uri)
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)

@@ -32,6 +32,29 @@ def quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe(uri: str) -> None:
+    """For an HTTP tracking server: fail within seconds, in one line naming the URI,
+    when it does not answer (MLflow's own client retries for minutes first)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from benchmark.errors import UserError
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered (an older server without /health, or auth in front): reachable
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"tracking URI {uri}: the MLflow server does not answer within {PROBE_TIMEOUT_S:g} s "
+                        f"({reason}); start it, or unset MLFLOW_TRACKING_URI to track locally") from None
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested config -> {'data.batch_size': '120', ...} (lists of mappings indexed)."""
     out: dict[str, str] = {}
@@ -101,6 +124,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
+        probe(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         self._experiments: dict[str, str] = {}
@@ -131,8 +155,8 @@ class Tracker:
             h = r.data.tags.get(N.TAG_HASH)
             if h not in wanted:
                 continue
-            prev = found.get(h)
-            if prev is None or prev.status != "FINISHED":
+            prev = found.get(h)  # runs come oldest first: the latest finished one wins
+            if prev is None or prev.status != "FINISHED" or r.info.status == "FINISHED":
                 found[h] = RunRecord.from_run(r)
         return found
 
@@ -170,13 +194,15 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=items[i: i + 100])
         return run.info.run_id
 
-    def start(self, spec: RunSpec, resume: Optional[RunRecord] = None) -> str:
+    def start(self, spec: RunSpec, resume: Optional[RunRecord] = None, extra_tags: Mapping[str, str] = ()) -> str:
         """Create (or reopen) the MLflow run of a spec; returns its run id."""
         if resume is not None:
             self.reopen(resume.run_id)
             self.add_cells(resume, spec)
+            if extra_tags:
+                self.set_tags(resume.run_id, extra_tags)
             return resume.run_id
-        tags = {**identity_tags(spec), N.TAG_GIT: git_commit(), N.TAG_VERSIONS: versions()}
+        tags = {**identity_tags(spec), N.TAG_GIT: git_commit(), N.TAG_VERSIONS: versions(), **dict(extra_tags)}
         return self.start_run(spec.paper, tags, flatten(spec.config_dict()))
 
     def log_config(self, run_id: str, spec: RunSpec, path: Path) -> None:
@@ -224,6 +250,17 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def local_artifact(self, run_id: str, path: str) -> Optional[Path]:
+        """The file of an artifact when the artifact store is a local folder (read in
+        place, no copy); None for a remote store or a missing file."""
+        from urllib.parse import unquote, urlparse
+
+        uri = self.client.get_run(run_id).info.artifact_uri or ""
+        if not uri.startswith("file:"):
+            return None
+        local = Path(unquote(urlparse(uri).path)) / path
+        return local if local.is_file() else None
 
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         dst.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,57 @@ def _add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
                    choices=list(DATASETS), help="only this dataset (repeatable)")
 
 
+def _add_executor(p: argparse.ArgumentParser, run_options: bool = True) -> None:
+    g = p.add_argument_group("where runs train", "local: one after the other in this process (default); "
+                             "pool: N at once on this machine; slurm: one Slurm job per run (submitit)")
+    g.add_argument("--executor", choices=["local", "pool", "slurm"], default="local")
+    if run_options:
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="pool: runs at once, each in its own process (default 1, or one per --gpus)")
+        g.add_argument("--gpus", metavar="0,1,...", help="pool: one run per listed GPU at a time")
+        g.add_argument("--skip-claimed", action="store_true",
+                       help="skip runs another command is training now (default: wait for them, then exit 0)")
+    g.add_argument("--slurm-config", metavar="FILE",
+                   help="YAML of Slurm settings: partition, gpus, cpus, mem_gb, time_min, array_parallelism, extra")
+    g.add_argument("--slurm-partition", metavar="NAME")
+    g.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job (one run)")
+    g.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job (default 2)")
+    g.add_argument("--slurm-mem", type=float, metavar="GB", help="memory per job")
+    g.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per job in minutes (default 1440); "
+                   "a job that reaches it is requeued and resumes from its last checkpoint")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option, e.g. --slurm-extra qos=high --slurm-extra account=lab (repeatable)")
+
+
+def _executor(args: argparse.Namespace):
+    """The executor options of a command line (run, tune)."""
+    from benchmark.runner.execute import ExecutorOptions
+
+    slurm = None
+    if args.executor == "slurm":
+        from benchmark.runner.slurm import load_settings
+
+        extra = {}
+        for item in args.slurm_extra:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"--slurm-extra {item}: expected KEY=VALUE, e.g. --slurm-extra qos=high")
+            extra[key.strip()] = value
+        slurm = load_settings(args.slurm_config, {"partition": args.slurm_partition, "gpus": args.slurm_gpus,
+                                                  "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem,
+                                                  "time_min": args.slurm_time, "extra": extra})
+    elif args.slurm_config or args.slurm_partition or args.slurm_extra:
+        raise ConfigError("--slurm-*: only with --executor slurm")
+    if args.workers is not None and args.executor not in ("pool",) and getattr(args, "command", "") == "run":
+        raise ConfigError("--workers: only with --executor pool (slurm runs every run as its own job)")
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
+    opts = ExecutorOptions(executor=args.executor, workers=args.workers or (len(gpus) or 1), gpus=gpus,
+                           threads=getattr(args, "threads", None), slurm=slurm, skip_claimed=args.skip_claimed,
+                           progress=not args.no_progress)
+    opts.check()
+    return opts
+
+
 def _selection(args: argparse.Namespace):
     """(catalog, recipes, context) of a command's selection options."""
     from benchmark.recipes import Catalog, Context, parse_overrides, select
@@ -90,17 +141,14 @@ def _specs(args: argparse.Namespace, device: str = "auto"):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner.local import check_data, execute, plan, register_cells
+    from benchmark.runner.execute import make_runs
+    from benchmark.runner.local import check_data, plan, register_cells
     from benchmark.runner.preflight import preflight
+    from benchmark.runner.schedule import describe
     from benchmark.runner.tracking import Tracker
 
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: must be at least 1")
+    opts = _executor(args)
     catalog, specs = _specs(args, device=args.device)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     facts = preflight(specs, sizes=catalog.dataset_sizes())
     data_tags = {h: f.tag() for h, f in facts.items()}
     tracker = Tracker()
@@ -113,11 +161,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     register_cells(planned, tracker)
-    summary = execute(planned, tracker, progress=not args.no_progress, data_tags=data_tags)
-    print(f"done: {summary['made']} made ({summary['resumed']} resumed), {summary['reused']} reused, "
-          f"{summary['seconds']} s", file=sys.stderr)
+    summary = make_runs(planned, tracker, opts, data_tags)
+    for line in describe(summary):
+        print(line, file=sys.stderr)
+    print(f"done: {summary.made} made ({summary.resumed} resumed), {summary.reused} reused, "
+          f"{len(summary.skipped)} skipped, {len(summary.failed)} failed, {summary.seconds} s "
+          f"(executor {opts.executor})", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(summary))
+        print(json.dumps(summary.as_dict()))
+    if summary.failed:
+        raise UserError(f"{len(summary.failed)} run(s) failed (listed above); repeat the command to resume them")
     return 0
 
 
@@ -131,7 +184,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     from tabulate import tabulate
 
-    rows = [[r.spec.hash, r.state, r.spec.label, len(r.spec.cells), r.spec.teacher.hash if r.spec.teacher else ""] for r in planned]
+    from benchmark.runner.claims import holder
+
+    def state(r) -> str:
+        owner = (holder(r.spec.hash) or {}).get("owner") if r.state != "finished" else None
+        return f"{r.state} (training: {owner})" if owner else r.state
+
+    rows = [[r.spec.hash, state(r), r.spec.label, len(r.spec.cells), r.spec.teacher.hash if r.spec.teacher else ""]
+            for r in planned]
     print(tabulate(rows, headers=["hash", "state", "run", "cells", "needs"]))
     todo = sum(r.state != "finished" for r in planned)
     print(f"\n{len(planned)} runs, {todo} to run")
@@ -325,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch (default: torch's choice; 1 suits the smoke profile's tiny models on a busy machine)")
+                   help="CPU threads for torch per run (default: torch's choice locally, cores/workers in a pool, "
+                        "the job's CPUs on Slurm); a run's numbers depend on it, so compare runs at equal threads")
+    _add_executor(p)
     p.add_argument("--dry-run", action="store_true", help="check and plan, train nothing")
     p.add_argument("--recheck-data", action="store_true",
                    help="train again a finished run whose data (its fingerprint: the annotation files and each "
@@ -410,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         add_tune = None
     if add_tune is not None:
-        add_tune(sub, _add_selection).set_defaults(func=cmd_tune)
+        add_tune(sub, _add_selection, _add_executor).set_defaults(func=cmd_tune)
     return parser
 
 

@@ -2,22 +2,18 @@
 
 plan: each spec (teachers first) with its state in MLflow: ``finished`` (skipped),
 ``resume`` (an unfinished MLflow run and maybe a checkpoint: continued) or ``new``.
-run_spec: one bound spec, trained and tracked: the function every caller that
-trains uses (``execute`` below, and tune's trials).
-execute: the planned specs one after the other in this process, each in its own
-working folder ``$BENCHMARK_HOME/runs/<hash>`` so a kill loses at most the epoch
-in progress; repeating the command resumes.
+run_spec: one bound spec, trained and tracked in its working folder
+``$BENCHMARK_HOME/runs/<hash>`` (a kill loses at most the epoch in progress;
+repeating the command resumes): the function every caller that trains uses
+(benchmark.runner.work for every executor, and tune's trials).
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
-
-from tqdm.auto import tqdm
 
 from benchmark import names as N
 from benchmark.errors import UserError
@@ -34,10 +30,13 @@ class PlannedRun:
     record: Optional[RunRecord]
 
     def as_dict(self) -> dict:
+        from benchmark.runner.claims import holder
+
         d = self.spec.summary()
         d["state"] = self.state
         d["finished"] = self.state == "finished"
         d["mlflow_run_id"] = self.record.run_id if self.record else None
+        d["claimed_by"] = None if self.state == "finished" else (holder(self.spec.hash) or {}).get("owner")
         return d
 
 
@@ -132,6 +131,21 @@ def check_data(runs: list[PlannedRun], tags: Mapping[str, str], recheck: bool) -
     return out
 
 
+def fetch_checkpoint(tracker: Tracker, run_id: str, workdir: Path) -> None:
+    """A run resumed on a machine that does not have its working folder (a job
+    requeued on another node): its last checkpoint from the tracking server."""
+    from benchmark.train.checkpoints import ARTIFACT_DIR, CHECKPOINT
+
+    if (workdir / CHECKPOINT).exists():
+        return
+    try:
+        got = tracker.download(run_id, f"{ARTIFACT_DIR}/{CHECKPOINT}", workdir / ".fetched")
+    except Exception:  # none uploaded yet: the run starts from its first epoch
+        return
+    Path(got).replace(workdir / CHECKPOINT)
+    shutil.rmtree(workdir / ".fetched", ignore_errors=True)
+
+
 def prune(workdir: Path) -> None:
     """A finished run keeps one copy of its weights: the final.pt artifact of its
     MLflow run. Its resume checkpoints, best-so-far weights and the working copy
@@ -157,6 +171,7 @@ def run_spec(
     interrupted: tuple = (KeyboardInterrupt,),
     progress: bool = True,
     extra_tags: Mapping[str, str] = (),
+    on_start: Optional[Callable[[str], None]] = None,
 ) -> tuple[str, object]:
     """Train one bound spec and track it; returns (MLflow run id, TrainResult).
 
@@ -175,12 +190,16 @@ def run_spec(
     else:
         run_id = tracker.start_run(experiment or spec.paper, {**dict(tags), **dict(extra_tags)},
                                    {**flatten(spec.config_dict()), **dict(params)})
+    if on_start is not None:
+        on_start(run_id)
     workdir = Path(workdir) if workdir is not None else run_dir(spec.hash)
     if not keep_files:
         shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     base = MlflowLogger(tracker, run_id)
     try:
+        if record is not None and tracker.remote:
+            fetch_checkpoint(tracker, run_id, workdir)
         if record is None:
             tracker.log_config(run_id, spec, workdir / N.CONFIG_FILE)
         inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
@@ -200,36 +219,8 @@ def run_spec(
     tracker.finish(run_id, "FINISHED")
     if keep_files:
         prune(workdir)
+        if tracker.remote:  # its last resume checkpoint travelled to the server: not needed any more
+            from benchmark.train.checkpoints import ARTIFACT_DIR
+
+            tracker.delete_artifacts(run_id, ARTIFACT_DIR)
     return run_id, result
-
-
-def execute(
-    runs: list[PlannedRun],
-    tracker: Tracker,
-    *,
-    progress: bool = True,
-    on_done: Optional[Callable[[PlannedRun, dict], None]] = None,
-    data_tags: Mapping[str, str] = (),
-) -> dict:
-    """Run every planned (bound) spec that is not finished, recording the fingerprint
-    of its data (``data_tags``: spec hash -> bench.data). Returns counts and timings."""
-    data_tags = dict(data_tags)
-    todo = [r for r in runs if r.state != "finished"]
-    summary = {"planned": len(runs), "reused": len(runs) - len(todo), "made": 0, "resumed": 0, "seconds": 0.0}
-    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo, position=0)
-    t0 = time.time()
-    for r in todo:
-        bar.set_postfix_str(r.spec.label[:60], refresh=True)
-        if r.state == "retrain":  # finished on other data: its old files must not be resumed
-            shutil.rmtree(run_dir(r.spec.hash), ignore_errors=True)
-        tags = {N.TAG_DATA: data_tags[r.spec.hash]} if r.spec.hash in data_tags else {}
-        _, result = run_spec(r.spec, tracker, record=r.record, progress=progress, extra_tags=tags)
-        summary["made"] += 1
-        summary["resumed"] += int(r.state == "resume")
-        r.state = "finished"
-        if on_done is not None:
-            on_done(r, result.final_metrics)
-        bar.update(1)
-    bar.close()
-    summary["seconds"] = round(time.time() - t0, 1)
-    return summary

@@ -8,6 +8,7 @@ resumed (same MLflow run id). Reading for reports: :mod:`benchmark.runner.store`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -115,6 +116,25 @@ def identity_tags(spec: RunSpec) -> dict[str, str]:
     return tags
 
 
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str):
+    """Serialise the first use of a SQLite store among processes (its schema is
+    created on first use, and two creators at once fail)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.init-lock", "w") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Thin wrapper over MlflowClient for what the runner and tune write."""
 
@@ -126,7 +146,9 @@ class Tracker:
         self.uri = uri or tracking_uri()
         probe(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
+        with _sqlite_init_lock(self.uri):  # two processes creating one new SQLite store at once race
+            self.client = MlflowClient(self.uri)
+            self.client.search_experiments(max_results=1)
         self._experiments: dict[str, str] = {}
 
     # -- experiments and lookup ----------------------------------------------
@@ -135,7 +157,13 @@ class Tracker:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 location = artifact_location() if self.uri.startswith("sqlite:") else None
-                exp_id = self.client.create_experiment(name, artifact_location=location)
+                try:
+                    exp_id = self.client.create_experiment(name, artifact_location=location)
+                except Exception:  # another process created it first: use theirs
+                    exp = self.client.get_experiment_by_name(name)
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
             else:
                 exp_id = exp.experiment_id
             self._experiments[name] = exp_id
@@ -245,6 +273,11 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, subdir: Optional[str] = None) -> None:
         self.client.log_artifact(run_id, str(path), subdir)
 
+    @property
+    def remote(self) -> bool:
+        """Whether runs are tracked on a server (other machines see its artifacts)."""
+        return self.uri.startswith(("http://", "https://", "databricks"))
+
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 
@@ -262,13 +295,26 @@ class Tracker:
         local = Path(unquote(urlparse(uri).path)) / path
         return local if local.is_file() else None
 
+    def delete_artifacts(self, run_id: str, path: str) -> bool:
+        """Remove one artifact folder of a run (a finished run's resume checkpoint on a
+        server); False when the artifact store cannot delete."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            get_artifact_repository(self.client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+        except Exception:
+            return False
+        return True
+
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
 
 
 class MlflowLogger:
-    """The training core's TrainLogger, writing into one MLflow run."""
+    """The training core's TrainLogger, writing into one MLflow run. Resume
+    checkpoints are uploaded only to a tracking server (so a job requeued on
+    another node resumes from them); a local store would only copy them."""
 
     def __init__(self, tracker: Tracker, run_id: str):
         self.tracker = tracker
@@ -278,4 +324,8 @@ class MlflowLogger:
         self.tracker.log_metrics(self.run_id, metrics, step)
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        from benchmark.train.checkpoints import ARTIFACT_DIR
+
+        if subdir == ARTIFACT_DIR and not self.tracker.remote:
+            return
         self.tracker.log_artifact(self.run_id, path, subdir)

@@ -28,6 +28,7 @@ from benchmark.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+ARTIFACT_DIR = "checkpoint"  # the logger is offered each resume checkpoint under this name
 TMP_SUFFIX = ".tmp"
 
 

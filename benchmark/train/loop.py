@@ -235,6 +235,9 @@ def run_loop(
                 },
                 workdir,
             )
+            # Offered to the logger, which may keep a copy where another machine can
+            # resume from it (a tracking server); it may also ignore it.
+            logger.log_artifact(workdir / checkpoints.CHECKPOINT, checkpoints.ARTIFACT_DIR)
 
     # The selected weights: the last evaluation, or the best one.
     if selection.mode != "last" and best_path.exists():

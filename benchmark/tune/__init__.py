@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def add_parser(sub, add_selection):
+def add_parser(sub, add_selection, add_executor):
     from benchmark.tune.command import add_parser as _add
 
-    return _add(sub, add_selection)
+    return _add(sub, add_selection, add_executor)
 
 
 def cmd_tune(args, catalog, recipes, ctx) -> int:

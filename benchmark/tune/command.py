@@ -49,7 +49,7 @@ adds a page per study (reports/tuning/<study>.md).
 _NAME_OK = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
-def add_parser(sub, add_selection: Callable) -> argparse.ArgumentParser:
+def add_parser(sub, add_selection: Callable, add_executor: Callable) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="Optuna over the λ weights of one table row, on held-out training classes",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection(p, seeds=False)
@@ -68,8 +68,10 @@ def add_parser(sub, add_selection: Callable) -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: an RDB URL (sqlite:///x.db, postgresql://...) or a journal file path "
                         "(default $BENCHMARK_HOME/optuna/<study>.log)")
+    add_executor(p, run_options=False)
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="parallel worker processes on this machine sharing the study (default 1: in this process)")
+                   help="parallel trial workers sharing the study: processes on this machine (executor local or "
+                        "pool), or Slurm jobs (executor slurm); default 1: in this process")
     p.add_argument("--pruner", default="median", metavar="median|none|below:X",
                    help="median (default): stop a trial below the median of earlier trials at the same epoch; "
                         "below:X: stop a trial whose metric is below X")
@@ -204,7 +206,9 @@ def cmd_tune(args: argparse.Namespace, catalog, recipes, ctx) -> int:
     status = "FAILED"
     try:
         seed0 = args.sampler_seed * 100_003 + already * 101
-        run_trials(job, study, args.trials, progress=not args.no_progress, seed0=seed0)
+        slurm = _executor_settings(args)
+        run_trials(job, study, args.trials, progress=not args.no_progress, seed0=seed0, slurm=slurm,
+                   slurm_folder=home / "slurm" / f"tune-{job.study}" if slurm is not None else None)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -224,13 +228,28 @@ def cmd_tune(args: argparse.Namespace, catalog, recipes, ctx) -> int:
     return 0
 
 
+def _executor_settings(args):
+    """Slurm settings when the trials run as Slurm jobs, else None (this machine)."""
+    if args.executor != "slurm":
+        if args.slurm_config or args.slurm_partition or args.slurm_extra:
+            raise ConfigError("--slurm-*: only with --executor slurm")
+        return None
+    from benchmark.runner.slurm import load_settings
+
+    extra = dict(item.split("=", 1) for item in args.slurm_extra if "=" in item)
+    return load_settings(args.slurm_config, {"partition": args.slurm_partition, "gpus": args.slurm_gpus,
+                                             "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem,
+                                             "time_min": args.slurm_time, "extra": extra})
+
+
 def _train_teacher(job: TuneJob, base_cfg, tracker, progress: bool) -> None:
     """Train (once, as an ordinary tracked run) the teacher of a distillation study, on the
     same reduced training classes; every trial distils from its weights."""
-    from benchmark.runner.local import execute, plan
+    from benchmark.runner.execute import ExecutorOptions, make_runs
+    from benchmark.runner.local import plan
 
     teacher = trial_spec(job, base_cfg).teacher
     planned = plan([teacher], tracker)
     if planned[0].state != "finished":
         print(f"training the teacher first: {teacher.label}", file=sys.stderr)
-        execute(planned, tracker, progress=progress)
+        make_runs(planned, tracker, ExecutorOptions(progress=progress))

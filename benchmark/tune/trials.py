@@ -250,8 +250,56 @@ def announce(t, metric: str, write) -> None:
     write(f"trial {t.number} {state}: {value} [{params}]{base}".replace(" : ", ": "))
 
 
-def run_trials(job: TuneJob, study, n: int, progress: bool, seed0: int) -> None:
-    """``n`` trials in this process (workers 1) or shared among ``job.workers`` spawned processes."""
+class _Processes:
+    """Trial workers as spawned processes on this machine."""
+
+    def __init__(self, job: TuneJob, shares: list[int], seed0: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.procs = [ctx.Process(target=worker_main, args=(job, share, seed0 + i), name=f"tune-worker-{i}")
+                      for i, share in enumerate(shares) if share > 0]
+        for proc in self.procs:
+            proc.start()
+
+    def alive(self) -> bool:
+        return any(proc.is_alive() for proc in self.procs)
+
+    def failures(self) -> list[str]:
+        for proc in self.procs:
+            proc.join()
+        return [proc.name for proc in self.procs if proc.exitcode != 0]
+
+
+class _SlurmJobs:
+    """Trial workers as Slurm jobs (one job array), sharing the study's storage: a
+    journal file on the shared home or a database every node reaches."""
+
+    def __init__(self, job: TuneJob, shares: list[int], seed0: int, settings, folder: Path):
+        from benchmark.runner.slurm import SlurmDispatch
+
+        dispatch = SlurmDispatch(settings, folder, label=f"tune-{job.study}"[:60])
+        shares = [(share, seed0 + i) for i, share in enumerate(shares) if share > 0]
+        with dispatch.executor.batch():
+            self.jobs = [dispatch.executor.submit(worker_main, job, share, seed) for share, seed in shares]
+
+    def alive(self) -> bool:
+        return not all(j.done() for j in self.jobs)
+
+    def failures(self) -> list[str]:
+        out = []
+        for j in self.jobs:
+            try:
+                j.result()
+            except Exception:
+                out.append(f"Slurm job {j.job_id} (log {j.paths.stderr})")
+        return out
+
+
+def run_trials(job: TuneJob, study, n: int, progress: bool, seed0: int, slurm=None,
+               slurm_folder: Optional[Path] = None) -> None:
+    """``n`` trials in this process (workers 1), shared among ``job.workers`` spawned
+    processes, or among ``job.workers`` Slurm jobs (``slurm``: their settings)."""
     from tqdm.auto import tqdm
 
     if n <= 0:
@@ -266,7 +314,7 @@ def run_trials(job: TuneJob, study, n: int, progress: bool, seed0: int) -> None:
             pass
 
     try:
-        if job.workers <= 1:
+        if job.workers <= 1 and slurm is None:
             def callback(st, t):
                 announce(t, job.metric, write)
                 bar.update(1)
@@ -274,31 +322,22 @@ def run_trials(job: TuneJob, study, n: int, progress: bool, seed0: int) -> None:
 
             optimize(job, n, seed0, callbacks=[callback])
             return
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
         shares = [n // job.workers + (1 if i < n % job.workers else 0) for i in range(job.workers)]
-        procs = [ctx.Process(target=worker_main, args=(job, share, seed0 + i), name=f"tune-worker-{i}")
-                 for i, share in enumerate(shares) if share > 0]
         seen = {t.number for t in study.get_trials(deepcopy=False, states=finished_states())}
-        for proc in procs:
-            proc.start()
-        try:
-            while True:
-                alive = any(proc.is_alive() for proc in procs)
-                for t in study.get_trials(deepcopy=False, states=finished_states()):
-                    if t.number not in seen:
-                        seen.add(t.number)
-                        announce(t, job.metric, write)
-                        bar.update(1)
-                        best_postfix()
-                if not alive:
-                    break
-                time.sleep(1.0)
-        finally:
-            for proc in procs:
-                proc.join()
-        failed = [proc.name for proc in procs if proc.exitcode != 0]
+        workers = _SlurmJobs(job, shares, seed0, slurm, slurm_folder) if slurm is not None \
+            else _Processes(job, shares, seed0)
+        while True:
+            alive = workers.alive()
+            for t in study.get_trials(deepcopy=False, states=finished_states()):
+                if t.number not in seen:
+                    seen.add(t.number)
+                    announce(t, job.metric, write)
+                    bar.update(1)
+                    best_postfix()
+            if not alive:
+                break
+            time.sleep(1.0 if slurm is None else 5.0)
+        failed = workers.failures()
         if failed:
             raise UserError(f"tuning worker(s) {', '.join(failed)} stopped with an error (see above); "
                             f"repeat the command to continue the study")

@@ -64,3 +64,11 @@ def test_missing_dataset_files_are_named_with_the_layout(capsys, tmp_path):
 
 def test_bad_thread_count_is_one_line(capsys):
     assert "--threads -1" in _error(capsys, ["run", "dm2/table1", "--profile", "smoke", "--threads", "-1", "--dry-run"])
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "report", "claims", "paper", "stats", "perf", "data", "list",
+                                     "tune"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out

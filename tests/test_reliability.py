@@ -4,9 +4,7 @@ datasets are reported, and paths from annotation files stay inside their root.""
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import shutil
 import socket
 import time

@@ -490,8 +490,9 @@ def test_report_rewrites_only_the_pages_it_has_runs_for(tmp_path):
     paths, left = write(catalog, "dm2", "smoke", store=FakeStore([(full, _metrics(64.0))]), out_dir=out)
     assert "dm2/table2" in left and "dm2/table1" not in left
     assert (out / "dm2" / "table2.md").read_text() == "left alone\n"
-    assert {p.relative_to(out).as_posix() for p in paths} == {"dm2/table1.md", "dm2/table1.tex", "pages.json",
-                                                             "README.md"}
+    assert {p.relative_to(out).as_posix() for p in paths} == {
+        "dm2/table1.md", "dm2/table1.tex", "pages.json", "README.md",  # the table with runs, manifest, index
+        "claims.md", "claims/dm2.png", "claims/dm2.pdf", "claims/abe.png", "claims/abe.pdf"}  # the ledger
     index = (out / "README.md").read_text(encoding="utf-8")
     assert "[DM² Table 1](dm2/table1.md)" in index and "test store" in index and "`smoke`" in index
     paths, left = write(catalog, "dm2/table2", "smoke", store=FakeStore([]), out_dir=out, render_all=True)

@@ -117,7 +117,8 @@ def test_set_run_is_a_variant_and_report_rewrites_only_its_table(tmp_path):
     changed = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                      if p.is_file() and not ((before / p.relative_to(out)).exists()
                                              and filecmp.cmp(p, before / p.relative_to(out), shallow=False)))
-    assert changed == ["README.md", "dm2/table1.md", "dm2/table1.tex", "pages.json"], changed
+    assert changed == ["README.md", "claims.md", "claims/abe.pdf", "claims/abe.png", "claims/dm2.pdf",
+                       "claims/dm2.png", "dm2/table1.md", "dm2/table1.tex", "pages.json"], changed
     md = (out / "dm2" / "table1.md").read_text(encoding="utf-8")
     assert "variant: cohort.lambda_mutual=5" in md
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 TABLES = Path(__file__).resolve().parents[1] / "tables"
-FILES = sorted(TABLES.glob("*/*.yaml"))
+FILES = sorted(p for p in TABLES.glob("*/*.yaml") if p.name != "claims.yaml")  # claims: tests/test_claims.py
 
 PAPERS = {"dm2", "abe"}
 DATASETS = {"cub200", "cars196", "sop", "inshop"}

@@ -107,6 +107,10 @@ class ModelConfig:
     embedding_dim: int = bounded(512, ge=1, le=MAX_DIM)
     pretrained: bool = True
     freeze_bn: bool = True  # BN layers in eval mode, affine parameters not trained
+    # Weight of a new batch in BN's running statistics (PyTorch's momentum) where BN
+    # trains; None: the architecture's own (BN-Inception's Caffe port: 0.9,
+    # torchvision's networks: 0.1). Not part of a run's identity while None.
+    bn_momentum: Optional[float] = bounded(None, gt=0, le=1, omit_none=True)
     weights: Optional[str] = runtime(None)  # explicit weights file; default: torch hub cache
 
 

@@ -258,7 +258,19 @@ class Catalog:
         return load_dataset_sizes(self.tables_dir / "datasets.yaml")
 
     def table_keys(self) -> list[str]:
-        return [f"{p.parent.name}/{p.stem}" for p in sorted(self.tables_dir.glob("*/*.yaml"))]
+        from benchmark.recipes.claims import CLAIMS_FILE
+
+        return [f"{p.parent.name}/{p.stem}" for p in sorted(self.tables_dir.glob("*/*.yaml")) if p.name != CLAIMS_FILE]
+
+    def claims(self, papers: Optional[list[str]] = None) -> list:
+        """Every claim of the papers' claims files (tables/<paper>/claims.yaml)."""
+        from benchmark.recipes.claims import CLAIMS_FILE, load_claims
+
+        out = []
+        for path in sorted(self.tables_dir.glob(f"*/{CLAIMS_FILE}")):
+            if papers is None or path.parent.name in papers:
+                out += load_claims(path, self)
+        return out
 
     def tables(self) -> list[Table]:
         return [self.table(k) for k in self.table_keys()]

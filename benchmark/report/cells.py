@@ -42,6 +42,8 @@ from benchmark.recipes import (
 from benchmark.runner.records import RunRecord
 from benchmark.runner.store import RunStore
 
+from .stats import t_interval
+
 SELECTION_TEXT = {
     "last": "the last evaluation (a fixed training budget)",
     "best_test": "the evaluation with the best Recall@1 on the test set (the paper's protocol; selection on test data)",
@@ -50,11 +52,13 @@ SELECTION_TEXT = {
 
 CELL_COLUMNS = [
     "paper", "table", "row", "column", "kind", "cited", "dataset", "metric", "source", "variant",
-    "paper_value", "paper_std", "profile", "selection", "series", "run_ids", "seeds",
-    "reproduced", "std", "n", "clean", "clean_std", "clean_n", "spread", "clean_spread", "note",
+    "paper_value", "paper_std", "profile", "selection", "series", "run_ids", "seeds", "values", "clean_values",
+    "reproduced", "std", "n", "ci_low", "ci_high", "paper_in_ci", "clean", "clean_std", "clean_n", "spread",
+    "clean_spread", "note",
 ]
 REPORT_FIELDS = ["paper", "table", "row", "column", "variant", "cited", "paper_value", "reproduced", "std", "n",
-                 "profile", "selection", "clean", "clean_std", "clean_n", "spread", "kind", "note"]
+                 "ci_low", "ci_high", "paper_in_ci", "profile", "selection", "clean", "clean_std", "clean_n",
+                 "spread", "kind", "note"]
 
 # A column whose source is the mean over an ensemble's learners: the paper's
 # "±" there is the standard deviation over the learners (not over seeds), which
@@ -138,8 +142,9 @@ def _base_cell(t: Table, row, i: int, col, profile: str, kind: str) -> dict:
         "paper": t.paper, "table": t.id, "row": row.name, "column": col.id, "kind": kind,
         "cited": row.cited, "dataset": col.dataset, "metric": col.metric, "source": col.source, "variant": None,
         "paper_value": row.values[i], "paper_std": row.stds[i] if row.stds is not None else None,
-        "profile": profile, "selection": None, "series": None, "run_ids": [], "seeds": [],
-        "reproduced": None, "std": None, "n": 0, "clean": None, "clean_std": None, "clean_n": 0,
+        "profile": profile, "selection": None, "series": None, "run_ids": [], "seeds": [], "values": [],
+        "clean_values": [], "reproduced": None, "std": None, "n": 0, "ci_low": None, "ci_high": None,
+        "paper_in_ci": None, "clean": None, "clean_std": None, "clean_n": 0,
         "spread": None, "clean_spread": None, "note": "",
     }
 
@@ -160,11 +165,16 @@ def _fill(cell: dict, runs: list[RunRecord], source: str, cfg) -> None:
         cell["n"] = len(runs)
         return
     key = N.metric_key(N.FINAL, source, metric)
-    cell["reproduced"], cell["std"], cell["n"] = mean_std(r.metrics.get(key) for r in runs)
+    cell["values"] = [r.metrics.get(key) for r in runs]
+    cell["reproduced"], cell["std"], cell["n"] = mean_std(cell["values"])
+    iv = t_interval(cell["values"])
+    cell["ci_low"], cell["ci_high"] = iv.low, iv.high
+    if iv.low is not None and cell["paper_value"] is not None:
+        cell["paper_in_ci"] = bool(iv.low <= cell["paper_value"] <= iv.high)
     best = cfg is not None and cfg.selection != "last"
     if best:  # otherwise the same numbers
-        cell["clean"], cell["clean_std"], cell["clean_n"] = mean_std(
-            r.metrics.get(N.metric_key(N.FINAL_LAST, source, metric)) for r in runs)
+        cell["clean_values"] = [r.metrics.get(N.metric_key(N.FINAL_LAST, source, metric)) for r in runs]
+        cell["clean"], cell["clean_std"], cell["clean_n"] = mean_std(cell["clean_values"])
     spread = SPREAD_SOURCE.get(source)
     if spread and _learners(cfg) > 1:  # the paper's ±: over learners, mean over seeds
         cell["spread"] = mean_std(r.metrics.get(N.metric_key(N.FINAL, spread, metric)) for r in runs)[0]
@@ -239,6 +249,7 @@ class Collected:
     df: pd.DataFrame
     configs: dict[str, list] = field(default_factory=dict)  # table key -> the rows' own configs
     skipped: int = 0  # finished runs with no record of the cells they fill
+    runs: dict[str, RunRecord] = field(default_factory=dict)  # run id -> the run (its metrics, tags)
 
 
 def _resolver_cache(catalog: Catalog, profile: str):
@@ -302,7 +313,8 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
     if view.skipped:
         print(f"warning: {view.skipped} finished run(s) of profile {profile} record no table cells "
               f"(no {N.TAG_CELLS} tag, no {N.CONFIG_FILE}): not shown", file=sys.stderr)
-    return Collected(df, configs, view.skipped)
+    runs = {logged.record.run_id: logged.record for entries in view.cells.values() for logged, _ in entries}
+    return Collected(df, configs, view.skipped, runs)
 
 
 def _cell_records(cell: dict, cb, base, entries: list, view: StoreView) -> list[dict]:

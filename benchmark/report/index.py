@@ -21,7 +21,9 @@ from tabulate import tabulate
 from benchmark.recipes import Catalog
 from benchmark.runner.store import RunStore
 
+from . import ledger
 from .cells import Selected, collect_tables, iter_cells, selected_tables
+from .claims import evaluate
 from .figures import figure_kind, write_figure
 from .latex import latex_table
 from .markdown import render_markdown
@@ -101,36 +103,37 @@ def _file(entry: dict, suffix: str) -> str:
 
 
 def render_index(pages: dict[str, dict], order: list[str], out_dir: Path,
-                 extra_index: Sequence[IndexEntry] = ()) -> str:
-    """The index of every page in the manifest, in the catalog's table order."""
+                 extra_index: Sequence[IndexEntry] = (), claims: Optional[dict[str, str]] = None,
+                 ledger: str = "") -> str:
+    """The index of every page in the manifest, in the catalog's table order, one
+    short line each; ``claims``: table key -> its claims' verdicts."""
+    claims = claims or {}
     keys = [k for k in order if k in pages] + sorted(k for k in pages if k not in order)
     lines = ["# Reproduction report", ""]
     smoke = sorted({pages[k]["profile"] for k in keys if pages[k].get("not_a_reproduction")})
     if smoke:
         lines += [f"**{SMOKE_TEXT.format(profile=', '.join(smoke))}**", ""]
-    lines += ["Each page names the tracking store, profile and date its numbers come from. Cells: the "
-              "paper's number, the reproduced mean ± sample std over seeds (n), and reproduced − paper; "
-              "each page lists its assumed settings with the reason for each choice.", ""]
+    if ledger:
+        lines += [f"**[Claims ledger](claims.md)**: {ledger}", ""]
+    lines += ["Each page: the paper's number, the reproduced mean ± sample std over seeds (n), reproduced − "
+              "paper, its assumed settings with the reason for each, and where its numbers come from.", ""]
 
-    def provenance(e: dict) -> list[str]:
-        return [str(e.get("runs", 0)), f"`{e.get('profile', '?')}`", e.get("store", "?"), e.get("generated", "?")]
+    def source(e: dict) -> str:
+        return f"`{e.get('profile', '?')}`, {e.get('store', '?')}, {e.get('generated', '?')}"
 
-    tables = [(k, pages[k]) for k in keys if pages[k].get("kind") == "table"]
-    figures = [(k, pages[k]) for k in keys if pages[k].get("kind") == "figure"]
-    if tables:
-        rows = [[f"[{e['name']}]({_file(e, '.md')}) ([LaTeX]({_file(e, '.tex')}))", e.get("title", ""),
-                 *provenance(e)[:1], f"{e.get('cells_reproduced', 0)} / {e.get('cells_total', 0)}",
-                 ", ".join(e.get("selections") or []) or "—", *provenance(e)[1:]] for _, e in tables]
-        lines += ["## Tables", "", tabulate(rows, headers=["Table", "Title", "Runs", "Cells reproduced",
-                                                            "Model selection", "Profile", "Store", "Generated"],
-                                            tablefmt="pipe", disable_numparse=True), ""]
-    if figures:
-        rows = [[f"[{e['name']}]({_file(e, '.md')}) ([PNG]({_file(e, '.png')}), [PDF]({_file(e, '.pdf')}))",
-                 e.get("title", ""), *provenance(e)[:1], str(e.get("plot") or "").replace("_", " "),
-                 ", ".join(e.get("selections") or []) or "—", *provenance(e)[1:]] for _, e in figures]
-        lines += ["## Figures", "", tabulate(rows, headers=["Figure", "Title", "Runs", "Plot", "Model selection",
-                                                             "Profile", "Store", "Generated"],
-                                             tablefmt="pipe", disable_numparse=True), ""]
+    for kind, heading in (("table", "Tables"), ("figure", "Figures")):
+        entries = [(k, pages[k]) for k in keys if pages[k].get("kind") == kind]
+        if not entries:
+            continue
+        rows = []
+        for k, e in entries:
+            files = ([f"[LaTeX]({_file(e, '.tex')})"] if kind == "table"
+                     else [f"[PNG]({_file(e, '.png')})", f"[PDF]({_file(e, '.pdf')})"])
+            rows.append([f"[{e['name']}]({_file(e, '.md')}) ({', '.join(files)})", e.get("title", ""),
+                         str(e.get("runs", 0)), f"{e.get('cells_reproduced', 0)} / {e.get('cells_total', 0)}",
+                         claims.get(k, "—"), source(e)])
+        lines += [f"## {heading}", "", tabulate(rows, headers=[kind.capitalize(), "Title", "Runs", "Cells", "Claims",
+                                                               "From"], tablefmt="pipe", disable_numparse=True), ""]
     if extra_index:
         lines += ["## Tuning", ""]
         for entry in extra_index:
@@ -179,10 +182,18 @@ def write_report(catalog: Catalog, selection: str = "all", profile: str = "paper
         written += paths
     known = set(catalog.table_keys())
     pages = {k: v for k, v in pages.items() if k in known}
+    results = evaluate(catalog, catalog.claims(), profile, store)
+    written += ledger.write(results, out_dir, profile, generated, store.label)
+    by_table: dict[str, list] = {}
+    for r in results:
+        by_table.setdefault(r.claim.table, []).append(r)
+    claims = {k: ledger.summary_text(v) for k, v in by_table.items()}
     manifest = out_dir / MANIFEST
     manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "pages": pages}, indent=1, ensure_ascii=False) + "\n",
                         encoding="utf-8")
     index = out_dir / "README.md"
-    index.write_text(render_index(pages, catalog.table_keys(), out_dir, extra_index), encoding="utf-8")
+    summary = f"{len(results)} claims of the papers' text tested on the runs: {ledger.summary_text(results)}"
+    index.write_text(render_index(pages, catalog.table_keys(), out_dir, extra_index, claims, summary),
+                     encoding="utf-8")
     written += [manifest, index]
     return written, left

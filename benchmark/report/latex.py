@@ -7,7 +7,7 @@ from typing import Optional
 
 from benchmark.recipes import Table
 
-from .page import SMOKE_TEXT, PageContext, display_name
+from .page import PageContext, display_name
 from .text import table_lines
 
 # ---------------------------------------------------------------------------
@@ -54,12 +54,16 @@ def _groups(table: Table) -> list[tuple[Optional[str], int]]:
 
 
 def latex_table(ctx: PageContext, cells: list[dict]) -> str:
+    """The table as a ``table*`` float scaled to the text width (it fits a one- or
+    two-column page), a short caption, and the notes; the assumed settings stay on
+    the Markdown page, which the caption points to. Needs booktabs and graphicx."""
     t = ctx.table
     nlab = 2 + len(t.row_labels)
     lines = table_lines(t, cells, tex=True, has_recipe=ctx.recipe is not None)
     out = [
-        f"% {display_name(t)}: paper vs reproduced (profile {ctx.profile}). Needs \\usepackage{{booktabs}}.",
-        r"\begin{table}[t]",
+        f"% {display_name(t)}: paper vs reproduced (profile {ctx.profile}). "
+        "Needs \\usepackage{booktabs} and \\usepackage{graphicx}.",
+        r"\begin{table*}[t]",
         r"\centering",
         r"\small",
     ]
@@ -68,9 +72,10 @@ def latex_table(ctx: PageContext, cells: list[dict]) -> str:
         cap += "; model selection: " + ", ".join(f"\\texttt{{{tex_escape(s)}}}" for s in ctx.selections)
     cap += "."
     if ctx.not_a_reproduction:
-        cap += " \\textbf{" + tex_escape(SMOKE_TEXT.format(profile=ctx.profile)) + "}"
+        cap += " \\textbf{Not a reproduction: smoke profile (synthetic data, tiny models).}"
     out.append(f"\\caption{{{cap}}}")
     out.append(f"\\label{{tab:{t.paper}-{t.id}}}")
+    out.append(r"\resizebox{\textwidth}{!}{%")
     out.append(r"\begin{tabular}{" + "l" * nlab + "c" * len(t.columns) + "}")
     out.append(r"\toprule")
     spans = _groups(t)
@@ -97,7 +102,7 @@ def latex_table(ctx: PageContext, cells: list[dict]) -> str:
         row = [tex_escape(ln.row), *[tex_escape(x) for x in ln.labels], label, *ln.values]
         out.append(" & ".join(row) + r" \\")
     out.append(r"\bottomrule")
-    out.append(r"\end{tabular}")
+    out.append(r"\end{tabular}}")
     notes = [
         "Per row: the paper's number, the reproduced mean $\\pm$ sample std (number of seeds), "
         "$\\Delta$ = reproduced $-$ paper; -- : not printed or nothing ran."
@@ -107,9 +112,8 @@ def latex_table(ctx: PageContext, cells: list[dict]) -> str:
     if any(c.is_stat for c in t.columns):
         notes.append("\\#params and FLOPs computed from the paper-profile model.")
     if ctx.assumed:
-        notes.append("Assumed settings: " + "; ".join(
-            f"\\texttt{{{tex_escape(k)}}}" + (f" = {tex_escape(v)}" if v is not None else "") + f" ({tex_escape(why)})"
-            for k, v, why in ctx.assumed) + ".")
+        notes.append(f"Settings the paper leaves open: {len(ctx.assumed)}, listed with their reasons on the "
+                     f"Markdown page ({tex_escape(t.paper)}/{tex_escape(t.id)}.md).")
     out.append(r"\par\smallskip{\footnotesize " + " ".join(notes) + "}")
-    out.append(r"\end{table}")
+    out.append(r"\end{table*}")
     return "\n".join(out) + "\n"

@@ -157,6 +157,30 @@ def prune(workdir: Path) -> None:
             pass
 
 
+def machine_tags(spec: RunSpec) -> dict[str, str]:
+    """What a run's numbers depend on beyond its config: torch's thread count and the
+    device it trains on (bit-identical reruns need the same, and the same versions)."""
+    import platform
+
+    import torch
+
+    from benchmark.train.common import resolve_device
+
+    device = resolve_device(spec.config.device)
+    if device.type == "cuda":
+        kind = torch.cuda.get_device_name(device)
+    else:
+        kind = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    kind = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return {N.TAG_THREADS: str(torch.get_num_threads()), N.TAG_DEVICE: f"{device.type}: {kind}"[:250]}
+
+
 def run_spec(
     spec: RunSpec,
     tracker: Tracker,
@@ -185,6 +209,7 @@ def run_spec(
     """
     from benchmark.train import train
 
+    extra_tags = {**machine_tags(spec), **dict(extra_tags)}
     if tags is None:
         run_id = tracker.start(spec, record, extra_tags)
     else:

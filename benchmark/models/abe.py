@@ -1,7 +1,8 @@
 """Attention-based ensemble (ABE-M, Kim et al. 2018) and its M-heads baseline.
 
-GoogLeNet (torchvision's stages, :mod:`benchmark.models.googlenet`) is cut at
-``branch_point`` into
+GoogLeNet (torchvision's port, :mod:`benchmark.models.googlenet`, or the Caffe
+BVLC model the paper used, :mod:`benchmark.models.bvlc_googlenet`; both are
+sequences of the same named stages) is cut at ``branch_point`` into
 
 - S: the stages up to and including the branch point (shared by all learners);
 - G: every stage after it (pools included), global average pooling and the
@@ -21,7 +22,9 @@ settings (pool3, depth 5) these choices reproduce the parameter and FLOP
 differences between the rows of ABE Table 1 (see ``benchmark.stats``): C is a
 copy of inception(4a)-(4e) (ABE-1 minus 1-head = C + one 832->480 attention
 conv), the embedding layer is shared in ABE (ABE-M-512 vs ABE-M-64M) and each
-extra head costs one G.
+extra head costs one G. On ``bvlc_googlenet`` they give every row's absolute
+#params and FLOPs to the paper's printed two decimals (torchvision's port: 4-6%
+lower, its 3x3-for-5x5 branches).
 
 Implementation: S and C run once per image; the M 1x1 attention convolutions
 run as one convolution with their weights concatenated; the M attended inputs
@@ -45,7 +48,9 @@ from benchmark.models.common import FrozenBNMixin, freeze_batchnorm_parameters, 
 from benchmark.models.embedding import backbone_spec, build_backbone
 from benchmark.models.googlenet import STAGE_NAMES, is_inception, stage_out_channels
 
-ABE_ARCHS = ("googlenet", "tiny_googlenet")
+# torchvision's GoogLeNet and the Caffe one ABE used (benchmark.models.bvlc_googlenet):
+# both have the same stage names, so the cuts below apply to either.
+ABE_ARCHS = ("googlenet", "tiny_googlenet", "bvlc_googlenet", "tiny_bvlc_googlenet")
 # The paper's names of the pooling stages (Fig. 7b: pool2, in(3a), in(3b), pool3, in(4a), in(4b)).
 BRANCH_ALIASES = {"pool1": "maxpool1", "pool2": "maxpool2", "pool3": "maxpool3", "pool4": "maxpool4"}
 

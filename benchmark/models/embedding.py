@@ -8,19 +8,22 @@ the same ``backbone_seed``) and differ in the embedding layer's initialisation
 
 Architectures (:data:`ARCHS`):
 
-=============== ============================== ================= ==============
-arch            backbone                       input convention  features
-=============== ============================== ================= ==============
-bn_inception    Caffe BN-Inception (Cadene)    BGR 0-255 - mean  1024
-resnet50        torchvision ResNet-50          ImageNet mean/std 2048
-googlenet       torchvision GoogLeNet          RGB to [-1, 1]    1024
-tiny_inception  BN-Inception, 1/8 width        ImageNet mean/std 128
-tiny_resnet     4 torchvision BasicBlocks      ImageNet mean/std 128
-tiny_googlenet  GoogLeNet, 1/8 width           ImageNet mean/std 128
-=============== ============================== ================= ==============
+=================== ============================== ================= ========
+arch                backbone                       input convention  features
+=================== ============================== ================= ========
+bn_inception        Caffe BN-Inception (Cadene)    BGR 0-255 - mean  1024
+resnet50            torchvision ResNet-50          ImageNet mean/std 2048
+googlenet           torchvision GoogLeNet          RGB to [-1, 1]    1024
+bvlc_googlenet      Caffe BVLC GoogLeNet (ABE's)   BGR 0-255 - mean  1024
+tiny_inception      BN-Inception, 1/8 width        ImageNet mean/std 128
+tiny_resnet         4 torchvision BasicBlocks      ImageNet mean/std 128
+tiny_googlenet      GoogLeNet, 1/8 width           ImageNet mean/std 128
+tiny_bvlc_googlenet BVLC GoogLeNet, 1/8 width      ImageNet mean/std 128
+=================== ============================== ================= ========
 
 The ``tiny_*`` networks exist for CPU smoke runs on 48-64 px images; they have no
-pretrained weights.
+pretrained weights (so they take the ImageNet mean/std scaling, which suits
+training from scratch better than Caffe's unscaled 0-255 input).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from benchmark.config import ModelConfig
 from benchmark.errors import ConfigError
 from benchmark.models import normalize
 from benchmark.models.bn_inception import bn_inception, tiny_inception
+from benchmark.models.bvlc_googlenet import bvlc_googlenet_stages
 from benchmark.models.common import FrozenBNMixin, freeze_batchnorm_parameters, seeded
 from benchmark.models.googlenet import googlenet_stages, stage_out_channels
 from benchmark.models.pretrained import load_pretrained
@@ -71,6 +75,8 @@ BACKBONES: dict[str, Backbone] = {
     "tiny_inception": Backbone(tiny_inception, normalize.imagenet, pretrained=False),
     "tiny_resnet": Backbone(tiny_resnet, normalize.imagenet, pretrained=False),
     "tiny_googlenet": Backbone(_googlenet(8), normalize.imagenet, pretrained=False),
+    "bvlc_googlenet": Backbone(lambda: bvlc_googlenet_stages(1), normalize.caffe_bvlc, pretrained=True),
+    "tiny_bvlc_googlenet": Backbone(lambda: bvlc_googlenet_stages(8), normalize.imagenet, pretrained=False),
 }
 ARCHS: tuple[str, ...] = tuple(BACKBONES)
 
@@ -150,6 +156,10 @@ def build_embedding_model(cfg: ModelConfig, *, backbone_seed: int, head_seed: in
     if cfg.embedding_dim <= 0:
         raise ConfigError(f"model.embedding_dim: must be positive, got {cfg.embedding_dim}")
     backbone = build_backbone(cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, seed=backbone_seed)
+    if cfg.bn_momentum is not None:  # otherwise each architecture's own (BN-Inception's port: 0.9)
+        for module in backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = cfg.bn_momentum
     with seeded(head_seed):
         model = EmbeddingModel(
             cfg.arch,

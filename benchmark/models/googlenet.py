@@ -15,7 +15,10 @@ channels divided by 8, for CPU smoke runs.
 
 Note: torchvision's GoogLeNet (a TensorFlow port) has BatchNorm after every
 convolution and a 3x3 convolution where the Caffe original has 5x5; ABE used
-the Caffe model, so parameter and FLOP counts differ slightly from its Table 1.
+the Caffe model, so parameter and FLOP counts differ slightly (5-6%) from its
+Table 1. The Caffe model itself is :mod:`benchmark.models.bvlc_googlenet`
+(arch ``bvlc_googlenet``): it has the same stage names, so :data:`STAGE_NAMES`,
+:func:`is_inception` and :func:`stage_out_channels` serve both networks.
 """
 
 from __future__ import annotations
@@ -57,13 +60,20 @@ def inception_out_channels(block: Inception) -> int:
 
 
 def stage_out_channels(stages: nn.Sequential, in_channels: int = 3) -> dict[str, int]:
-    """Channels leaving each named stage."""
+    """Channels leaving each named stage, of either GoogLeNet.
+
+    torchvision's blocks are read from their convolutions; the BVLC network's
+    stages (:mod:`benchmark.models.bvlc_googlenet`) that have a convolution
+    carry an ``out_channels`` attribute.
+    """
     out, channels = {}, in_channels
     for name, stage in stages.named_children():
         if isinstance(stage, BasicConv2d):
             channels = stage.conv.out_channels
         elif isinstance(stage, Inception):
             channels = inception_out_channels(stage)
+        elif hasattr(stage, "out_channels"):
+            channels = stage.out_channels
         out[name] = channels  # pools keep the channel count
     return out
 

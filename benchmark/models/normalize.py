@@ -50,6 +50,15 @@ def caffe_bgr() -> InputNormalization:
     return InputNormalization(mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), scale=1.0, bgr=True)
 
 
+def caffe_bvlc() -> InputNormalization:
+    """BVLC GoogLeNet (Caffe model zoo): BGR, 0-255, minus (104, 117, 123).
+
+    The mean is bvlc_googlenet's train_val.prototxt ``mean_value`` (B, G, R);
+    note its red mean differs from BN-Inception's 128.
+    """
+    return InputNormalization(mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), scale=1.0, bgr=True)
+
+
 def imagenet() -> InputNormalization:
     """torchvision ResNet and the small models: RGB / 255, ImageNet mean and std."""
     return InputNormalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=255.0)

@@ -6,7 +6,10 @@ Search order for an architecture's weights file:
 2. the torch hub cache: ``torch.hub.get_dir()/checkpoints/<filename>``
    (``$TORCH_HOME/hub/checkpoints`` when TORCH_HOME is set);
 3. a download from the file's usual URL into that cache, unless the environment
-   variable ``BENCHMARK_OFFLINE=1`` forbids the network.
+   variable ``BENCHMARK_OFFLINE=1`` forbids the network, or the file has no URL
+   (``bvlc_googlenet``: nobody publishes a PyTorch conversion of the Caffe
+   model, so it is converted by the user; see
+   :mod:`benchmark.models.bvlc_googlenet`).
 
 When none of these gives a file, :class:`~benchmark.errors.WeightsNotFoundError`
 says in one line which file to put where, where it comes from, and that
@@ -18,12 +21,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
 
 from benchmark.errors import ConfigError, UserError, WeightsNotFoundError
+from benchmark.models.bvlc_googlenet import file_key as bvlc_file_key
 
 OFFLINE_ENV = "BENCHMARK_OFFLINE"
 
@@ -31,11 +35,14 @@ OFFLINE_ENV = "BENCHMARK_OFFLINE"
 @dataclass(frozen=True)
 class WeightsSource:
     filename: str
-    url: str
+    url: str | None  # None: not downloadable, ``origin`` says how to make the file
     origin: str  # in words, for error messages
     check_hash: bool  # the filename carries a SHA-256 prefix (torchvision's convention)
     # Keys of the file that our backbones do not have (classifier, aux heads).
     drop_prefixes: tuple[str, ...] = ()
+    # The file's key for a backbone state-dict key, where the two differ
+    # (None: the file's keys are the backbone's).
+    file_key: Callable[[str], str] | None = None
 
 
 def _sources() -> dict[str, WeightsSource]:
@@ -59,6 +66,19 @@ def _sources() -> dict[str, WeightsSource]:
         # model with aux_logits=True to load it).
         "googlenet": torchvision_source(
             GoogLeNet_Weights.IMAGENET1K_V1, "GoogLeNet_Weights.IMAGENET1K_V1", ("aux1.", "aux2.", "fc.")
+        ),
+        "bvlc_googlenet": WeightsSource(
+            "bvlc_googlenet.pth",
+            None,
+            "converted by you from Caffe's model zoo file "
+            "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel: a torch.save'd state dict of "
+            "float32 tensors keyed by Caffe layer name with '/' and '-' as '_' plus .weight (out, in, kh, kw) "
+            "or .bias, e.g. conv1_7x7_s2.weight (64, 3, 7, 7), inception_3a_5x5.bias (32,); "
+            "see benchmark/models/bvlc_googlenet.py",
+            check_hash=False,
+            # The auxiliary classifiers and the classifier (loss3/classifier).
+            drop_prefixes=("loss1_", "loss2_", "loss3_"),
+            file_key=bvlc_file_key,
         ),
     }
 
@@ -88,10 +108,11 @@ def _one_line(text: str) -> str:
 
 def _missing(arch: str, path: Path, reason: str) -> WeightsNotFoundError:
     src = weights_source(arch)
+    where = f"download it from {src.url}, {src.origin}" if src.url else src.origin
     return WeightsNotFoundError(
         _one_line(
             f"pretrained weights for '{arch}' not found ({reason}): put {src.filename} at {path} "
-            f"(download it from {src.url}, {src.origin}), or set pretrained: false to start from random weights"
+            f"({where}), or set pretrained: false to start from random weights"
         )
     )
 
@@ -107,6 +128,8 @@ def locate_weights(arch: str, weights: Optional[str] = None) -> Path:
     cached = hub_cache_path(arch)
     if cached.is_file():
         return cached
+    if src.url is None:
+        raise _missing(arch, cached, "it cannot be downloaded")
     if offline():
         raise _missing(arch, cached, f"{OFFLINE_ENV}=1 forbids downloading")
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -166,18 +189,19 @@ def load_matching(
     *,
     where: str = "weights",
     optional_suffixes: tuple[str, ...] = ("num_batches_tracked",),
+    shown: Callable[[str], str] = str,
 ) -> None:
     """Load strictly, except that keys ending in ``optional_suffixes`` may be missing.
 
     Converted Caffe files (BN-Inception) have no ``num_batches_tracked``
     buffers; any other missing or unexpected key, or any shape mismatch, is an
-    error naming the keys.
+    error naming the keys (a module key as ``shown`` gives it: the file's name).
     """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith(optional_suffixes)]
+    missing = [shown(k) for k in expected if k not in state_dict and not k.endswith(optional_suffixes)]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
-        f"{k} {tuple(v.shape)} != {tuple(expected[k].shape)}"
+        f"{shown(k)} {tuple(v.shape)} != {tuple(expected[k].shape)}"
         for k, v in state_dict.items()
         if k in expected and tuple(v.shape) != tuple(expected[k].shape)
     ]
@@ -200,5 +224,10 @@ def load_pretrained(module: nn.Module, arch: str, weights: Optional[str] = None)
     path = locate_weights(arch, weights)
     state = read_weights_file(path, arch)
     state = {k: v for k, v in state.items() if not k.startswith(src.drop_prefixes)}
-    load_matching(module, conform_shapes(module, state), where=f"weights file {path} for '{arch}'")
+    shown = str
+    if src.file_key is not None:  # the file names the module's tensors its own way
+        to_module = {src.file_key(k): k for k in module.state_dict()}
+        state = {to_module.get(k, k): v for k, v in state.items()}  # unknown keys stay as the file has them
+        shown = src.file_key
+    load_matching(module, conform_shapes(module, state), where=f"weights file {path} for '{arch}'", shown=shown)
     return path

@@ -499,3 +499,13 @@ def test_report_rewrites_only_the_pages_it_has_runs_for(tmp_path):
     assert left == [] and (out / "dm2" / "table2.md").read_text() != "left alone\n"
     index = (out / "README.md").read_text(encoding="utf-8")
     assert "[DM² Table 1](dm2/table1.md)" in index and "[DM² Table 2](dm2/table2.md)" in index  # both listed
+
+
+def test_a_cell_named_again_is_one_cell_of_its_run():
+    """A legacy run (cells without source) reused by a later command: the union of its
+    cells names each cell once, and the report counts the run once per cell."""
+    from benchmark.runner.records import merge_cells
+
+    old = [("dm2", "table1", "MD", "cub_ens", None, None), ("dm2", "table5", "4×BNI", "cub_ens", None, None)]
+    new = [("dm2", "table1", "MD", "cub_ens", "ensemble", "recall@1")]
+    assert merge_cells(old, new) == {new[0], old[1]}

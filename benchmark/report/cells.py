@@ -218,9 +218,13 @@ class StoreView:
                     self.skipped += 1
                     continue
             logged = Logged(rec, rec.series)
-            for paper, table, row, column, source, _metric in cells:
-                if f"{paper}/{table}" in tables:
-                    self.cells.setdefault((f"{paper}/{table}", row, column), []).append((logged, source))
+            mine: dict[tuple, Optional[str]] = {}
+            for paper, table, row, column, source, _metric in cells:  # once per cell, a logged source first
+                key = (f"{paper}/{table}", row, column)
+                if key[0] in tables and mine.get(key) is None:
+                    mine[key] = source
+            for key, source in mine.items():
+                self.cells.setdefault(key, []).append((logged, source))
 
     def config(self, logged: Logged):
         """The run's config (from its config.json), or None when it cannot be read."""

@@ -65,6 +65,14 @@ def cell_key(cell: Any) -> CellKey:
     return tuple(getattr(cell, k) for k in CELL_FIELDS)
 
 
+def merge_cells(old: Iterable[CellKey], new: Iterable[CellKey]) -> set[CellKey]:
+    """The cells a run fills after a command names ``new`` ones: a cell named again
+    keeps one entry, the new one (with its source, where a legacy entry had none)."""
+    new = set(new)
+    named = {c[:4] for c in new}
+    return {c for c in old if c[:4] not in named} | new
+
+
 def encode_cells(cells: Iterable[CellKey]) -> dict[str, str]:
     """Tags holding ``cells`` (sorted, deduplicated)."""
     unique = sorted(set(cells), key=lambda c: tuple("" if v is None else v for v in c))

@@ -22,7 +22,7 @@ from benchmark import names as N
 from benchmark.config import to_dict
 from benchmark.recipes.spec import RunSpec
 from benchmark.runner.home import artifact_location, tracking_uri
-from benchmark.runner.records import RunRecord, cell_key, encode_cells
+from benchmark.runner.records import RunRecord, cell_key, encode_cells, merge_cells
 
 
 def quiet_mlflow() -> None:
@@ -245,7 +245,7 @@ class Tracker:
         selected the same run through another table). ``legacy``: the cells of a
         run logged before cells were tagged, read from its config.json."""
         have = record.cells()
-        cells = set(have if have is not None else legacy) | {cell_key(c) for c in spec.cells}
+        cells = merge_cells(have if have is not None else legacy, (cell_key(c) for c in spec.cells))
         if have is not None and cells == set(have):
             return
         tags = encode_cells(cells)

@@ -116,7 +116,10 @@ def render_index(pages: dict[str, dict], order: list[str], out_dir: Path,
     if ledger:
         lines += [f"**[Claims ledger](claims.md)**: {ledger}", ""]
     lines += ["Each page: the paper's number, the reproduced mean ± sample std over seeds (n), reproduced − "
-              "paper, its assumed settings with the reason for each, and where its numbers come from.", ""]
+              "paper, its assumed settings with the reason for each, and where its numbers come from. A run is "
+              "reproducible bit for bit only on the same machine kind with the same torch thread count and "
+              "library versions (each run records them: tags bench.threads, bench.device, bench.versions); "
+              "otherwise only statistically, so read the intervals over seeds, not single numbers.", ""]
 
     def source(e: dict) -> str:
         return f"`{e.get('profile', '?')}`, {e.get('store', '?')}, {e.get('generated', '?')}"

@@ -316,7 +316,7 @@ def write_figure(ctx: PageContext, cells: list[dict], store: Optional[RunStore],
     fig = draw_figure(t, cells, store)
     png, pdf, md = folder / f"{t.id}.png", folder / f"{t.id}.pdf", folder / f"{t.id}.md"
     fig.savefig(png, dpi=120)
-    fig.savefig(pdf)
+    fig.savefig(pdf, metadata={"CreationDate": None})  # no timestamp: an unchanged figure is an unchanged file
     kind = figure_kind(t)
     parts = header_markdown(ctx)
     parts += [f"![{display_name(t)}]({t.id}.png)", "", f"PDF: [{t.id}.pdf]({t.id}.pdf)", ""]

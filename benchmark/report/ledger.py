@@ -140,6 +140,9 @@ def write(results: list[Result], out_dir: Path, profile: str, generated: str, st
         fig = forest(results, paper, profile)
         for ext in ("png", "pdf"):
             path = out_dir / "claims" / f"{paper}.{ext}"
-            fig.savefig(path, dpi=120) if ext == "png" else fig.savefig(path)
+            if ext == "png":
+                fig.savefig(path, dpi=120)
+            else:  # no timestamp: an unchanged plot is an unchanged file
+                fig.savefig(path, metadata={"CreationDate": None})
             paths.append(path)
     return paths

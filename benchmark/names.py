@@ -60,6 +60,7 @@ TAG_OWNER = "bench.owner"  # the process that holds the run's claim: host:pid [s
 TAG_HEARTBEAT = "bench.heartbeat"  # UTC time of its last heartbeat (every 30 s while it trains)
 TAG_THREADS = "bench.threads"  # torch's intra-op threads: a run's numbers depend on them
 TAG_DEVICE = "bench.device"  # cpu: <model name> | cuda: <GPU name>
+TAG_RANKS = "bench.ranks"  # processes the run trained in (--ranks; a cohort's members split among them)
 TAG_GIT = "bench.git_commit"
 TAG_VERSIONS = "bench.versions"
 TAG_RUN_NAME = "mlflow.runName"

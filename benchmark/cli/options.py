@@ -38,6 +38,11 @@ def add_executor(p: argparse.ArgumentParser, run_options: bool = True) -> None:
         g.add_argument("--gpus", metavar="0,1,...", help="pool: one run per listed GPU at a time")
         g.add_argument("--skip-claimed", action="store_true",
                        help="skip runs another command is training now (default: wait for them, then exit 0)")
+    g.add_argument("--ranks", type=int, default=1, metavar="R",
+                   help="train each cohort over R processes (torch.distributed: gloo on CPU, NCCL with a GPU per "
+                        "rank), its members split among them (R divides the cohort size), as DM² Sec. 3.3 does; "
+                        "not part of a run's identity: the same numbers at equal --threads, and a run may resume "
+                        "with another R")
     g.add_argument("--slurm-config", metavar="FILE",
                    help="YAML of Slurm settings: partition, gpus, cpus, mem_gb, time_min, array_parallelism, extra")
     g.add_argument("--slurm-partition", metavar="NAME")
@@ -72,9 +77,10 @@ def executor_options(args: argparse.Namespace):
     if args.workers is not None and args.executor not in ("pool",) and getattr(args, "command", "") == "run":
         raise ConfigError("--workers: only with --executor pool (slurm runs every run as its own job)")
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
-    opts = ExecutorOptions(executor=args.executor, workers=args.workers or (len(gpus) or 1), gpus=gpus,
+    ranks = args.ranks
+    opts = ExecutorOptions(executor=args.executor, workers=args.workers or (len(gpus) // ranks or 1), gpus=gpus,
                            threads=getattr(args, "threads", None), slurm=slurm, skip_claimed=args.skip_claimed,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, ranks=ranks)
     opts.check()
     return opts
 

@@ -141,6 +141,8 @@ def normalize(cfg: TrainConfig) -> TrainConfig:
             c.lambda_warmup_epochs = 0.0
         if not c.temporal.enabled:
             c.temporal = TemporalConfig(enabled=False)
+        if cfg.loss.miner is None or len(c.members) == 1:
+            c.member_streams = None  # nothing random in the step to give streams to
         cfg.cohort = c
     if cfg.distill is not None:
         cfg.distill = dataclasses.replace(cfg.distill, teacher=normalize(cfg.distill.teacher))

@@ -149,6 +149,12 @@ class CohortConfig:
     model_diversity: bool = True  # False: every member's head starts from the same init
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     view_diversity: bool = True
+    # Each member's loss draws its random numbers (a miner's sampling) from its own
+    # stream, seeded per step, so a cohort computes the same in one process and split
+    # over ranks (--ranks). Before, members drew one after the other from the global
+    # stream. Part of a run's identity only where it changes the numbers (a loss
+    # with a miner, more than one member); None elsewhere.
+    member_streams: Optional[bool] = field(default=True, metadata={"omit_none": True})
 
 
 @dataclass

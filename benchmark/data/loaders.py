@@ -146,8 +146,12 @@ def _one_thread():
 
 
 class _TrainBatchDataset(Dataset):
-    def __init__(self, split: Split, transform: TrainTransform, views: int, seed: int):
+    def __init__(self, split: Split, transform: TrainTransform, views: int, seed: int,
+                 view_ids: Optional[list[int]] = None):
         self.split, self.transform, self.views, self.seed = split, transform, views, seed
+        # Which of the views to make (all by default): a rank of a cohort trained over
+        # several processes makes only its members' views, the same bytes as in one process.
+        self.view_ids = list(range(views)) if view_ids is None else list(view_ids)
 
     def build(self, epoch: int, batch_index: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         with _one_thread():
@@ -156,7 +160,8 @@ class _TrainBatchDataset(Dataset):
             # uint8 resize produce them): each view is resized straight into its
             # slot of a channels-last batch. Models convert to planar float in
             # their input normalisation, a pass they make anyway.
-            slots = torch.empty(len(indices) * self.views, c, c, 3, dtype=torch.uint8)
+            nv = len(self.view_ids)
+            slots = torch.empty(len(indices) * nv, c, c, 3, dtype=torch.uint8)
             scratch = torch.empty(c, c, 3, dtype=torch.uint8)
             prepared: dict[int, torch.Tensor] = {}
             boxes = self.split.boxes
@@ -169,10 +174,10 @@ class _TrainBatchDataset(Dataset):
                     )
                     prepared[idx] = img
                 base = derive_seed(_VIEW_STREAM, self.seed, epoch, batch_index, pos)
-                for v in range(self.views):
+                for v in self.view_ids:
                     self.transform.view_into(img, SplitMix64(derive_seed(base, v)), slots[k], scratch)
                     k += 1
-            out = slots.view(len(indices), self.views, c, c, 3).permute(0, 1, 4, 2, 3)
+            out = slots.view(len(indices), nv, c, c, 3).permute(0, 1, 4, 2, 3)
             labels = torch.from_numpy(self.split.labels[np.asarray(indices, dtype=np.int64)])
         return out, labels
 
@@ -213,18 +218,19 @@ class TrainBatches:
     a channels-last [B,3,H,W]); models accept any layout.
 
     ``views`` independent augmentations of every image (1 when the trainer
-    shares a single view). Batches follow ``cfg.sampler``; workers persist
-    across epochs when ``cfg.num_workers > 0``.
+    shares a single view); ``view_ids`` makes only those of them (in that order).
+    Batches follow ``cfg.sampler``; workers persist across epochs when
+    ``cfg.num_workers > 0``.
     """
 
-    def __init__(self, cfg: DataConfig, split: Split, views: int, seed: int):
+    def __init__(self, cfg: DataConfig, split: Split, views: int, seed: int, view_ids: Optional[list[int]] = None):
         if views < 1:
             raise ValueError("views must be >= 1")
         if len(split) == 0:
             raise ConfigError(f"data: the training split of {cfg.dataset} is empty")
         self.cfg, self.split, self.views, self.seed = cfg, split, views, seed
         self.transform = TrainTransform(cfg)
-        self.dataset = _TrainBatchDataset(split, self.transform, views, seed)
+        self.dataset = _TrainBatchDataset(split, self.transform, views, seed, view_ids)
         self._specs = _SpecSampler()
         self._loader: Optional[DataLoader] = None
         self.batch_sampler(0, 1)  # validate the sampler settings now, not mid-training

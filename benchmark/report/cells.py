@@ -237,9 +237,15 @@ class StoreView:
         return logged.config or None
 
     def series(self, logged: Logged) -> str:
+        """The run's series: its tag, else (a run logged before the tag existed) the
+        series of its config.json, if today's schema reads that config as the very
+        run it was (same hash); otherwise the run is its own series, a variant."""
         if logged.series is None:
             cfg = self.config(logged)
-            logged.series = series_hash(cfg) if cfg is not None else f"run:{logged.record.run_id}"
+            if cfg is not None and config_hash(cfg) == logged.record.hash:
+                logged.series = series_hash(cfg)
+            else:
+                logged.series = f"run:{logged.record.run_id}"
         return logged.series
 
 

@@ -29,6 +29,7 @@ class ExecutorOptions:
     slurm: Optional[object] = None  # benchmark.runner.slurm.SlurmSettings
     skip_claimed: bool = False
     progress: bool = True
+    ranks: int = 1  # processes per run (a cohort's members over torch.distributed)
 
     def check(self) -> None:
         if self.executor not in EXECUTORS:
@@ -41,15 +42,26 @@ class ExecutorOptions:
             raise ConfigError("--gpus: only the pool executor places runs on GPUs itself (Slurm: --slurm-gpus)")
         if any(not g.strip().isdigit() for g in self.gpus):
             raise ConfigError(f"--gpus {','.join(self.gpus)}: expected GPU numbers, e.g. --gpus 0,1,2,3")
+        if self.ranks < 1:
+            raise ConfigError(f"--ranks {self.ranks}: must be at least 1")
+        if self.gpus and len(self.gpus) < self.workers * self.ranks:
+            raise ConfigError(f"--gpus {','.join(self.gpus)}: {self.workers} worker(s) x {self.ranks} rank(s) need "
+                              f"{self.workers * self.ranks} GPUs")
 
 
 def dispatcher(opts: ExecutorOptions, tracker):
     if opts.executor == "pool":
-        return PoolDispatch(opts.workers, opts.gpus, opts.threads)
+        return PoolDispatch(opts.workers, opts.gpus, opts.threads, opts.ranks)
     if opts.executor == "slurm":
+        import dataclasses
+
         from benchmark.runner.slurm import SlurmDispatch, SlurmSettings, job_folder
 
-        return SlurmDispatch(opts.slurm or SlurmSettings(), job_folder(benchmark_home()))
+        settings = opts.slurm or SlurmSettings()
+        if opts.ranks > 1:  # a job holds its run's ranks: a GPU each where it asks for GPUs, a CPU each
+            settings = dataclasses.replace(settings, gpus=settings.gpus and max(settings.gpus, opts.ranks),
+                                           cpus=max(settings.cpus, opts.ranks))
+        return SlurmDispatch(settings, job_folder(benchmark_home()))
     return LocalDispatch(tracker)
 
 
@@ -64,8 +76,9 @@ def make_runs(planned: list[PlannedRun], tracker, opts: ExecutorOptions,
     inner_progress = opts.progress and opts.executor == "local"
 
     def make_work(r: PlannedRun) -> Work:
+        ranks = opts.ranks if r.spec.config.method == "cohort" else 1  # only cohorts split over ranks
         return Work(spec=r.spec, home=home, tracking_uri=tracker.uri, data_tag=data_tags.get(r.spec.hash),
-                    retrain=r.state == "retrain", threads=opts.threads, progress=inner_progress)
+                    retrain=r.state == "retrain", threads=opts.threads, progress=inner_progress, ranks=ranks)
 
     if opts.executor == "local" and opts.threads:
         import torch

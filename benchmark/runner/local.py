@@ -196,6 +196,8 @@ def run_spec(
     progress: bool = True,
     extra_tags: Mapping[str, str] = (),
     on_start: Optional[Callable[[str], None]] = None,
+    ranks: int = 1,
+    threads: Optional[int] = None,
 ) -> tuple[str, object]:
     """Train one bound spec and track it; returns (MLflow run id, TrainResult).
 
@@ -206,10 +208,12 @@ def run_spec(
     ``keep_files=False`` (the folder is removed and no weights are logged).
     The MLflow run ends FINISHED, KILLED (an exception in ``interrupted``) or FAILED;
     a finished run's folder is pruned to its config.json (:func:`prune`).
+    ``ranks`` > 1 trains a cohort over that many processes (runtime, not identity:
+    the same hash, the same numbers at equal ``threads`` per rank).
     """
     from benchmark.train import train
 
-    extra_tags = {**machine_tags(spec), **dict(extra_tags)}
+    extra_tags = {**machine_tags(spec), N.TAG_RANKS: str(ranks), **dict(extra_tags)}
     if tags is None:
         run_id = tracker.start(spec, record, extra_tags)
     else:
@@ -229,7 +233,7 @@ def run_spec(
             tracker.log_config(run_id, spec, workdir / N.CONFIG_FILE)
         inputs = {"teacher": teacher_weights(spec, tracker)} if spec.teacher is not None else {}
         result = train(spec.config, logger(base) if logger is not None else base, workdir, inputs,
-                       progress=progress, desc=spec.label)
+                       progress=progress, desc=spec.label, ranks=ranks, threads=threads)
         if keep_files:
             base.log_artifact(result.checkpoint)
     except interrupted:

@@ -94,17 +94,19 @@ class PoolDispatch:
 
     name = "pool"
 
-    def __init__(self, workers: int, gpus: Optional[list[str]] = None, threads: Optional[int] = None):
+    def __init__(self, workers: int, gpus: Optional[list[str]] = None, threads: Optional[int] = None,
+                 ranks: int = 1):
         import multiprocessing as mp
 
         self.workers = workers
         self.gpus = list(gpus or [])
         cpu = os.cpu_count() or 1
-        self.threads = threads or max(1, cpu // workers)
+        self.threads = threads or max(1, cpu // (workers * ranks))
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                         initializer=_pool_init, initargs=(self.threads,))
         self.futures: dict[Future, tuple[PlannedRun, Optional[str]]] = {}
-        self.free_gpus = [self.gpus[i % len(self.gpus)] for i in range(workers)] if self.gpus else []
+        # slot i owns GPUs gpus[i*R] .. gpus[i*R + R-1]; a run's rank r trains on its slot's first GPU + r
+        self.free_gpus = [self.gpus[i * ranks] for i in range(workers)] if self.gpus else []
 
     def capacity(self) -> int:
         return self.workers - len(self.futures)

@@ -33,6 +33,7 @@ class Work:
     threads: Optional[int] = None  # torch threads in this process (None: leave as it is)
     device: Optional[str] = None  # overrides the bound device (a pool worker's GPU)
     progress: bool = False
+    ranks: int = 1  # processes the run trains in (a cohort over torch.distributed)
     env: dict = field(default_factory=dict)  # environment a job process needs
 
 
@@ -90,5 +91,6 @@ def work(w: Work, tracker=None) -> Outcome:
             claim.start_heartbeat(lambda now: tracker.set_tags(run_id, {N.TAG_HEARTBEAT: now}))
 
         tags = {N.TAG_DATA: w.data_tag} if w.data_tag else {}
-        run_spec(spec, tracker, record=record, progress=w.progress, extra_tags=tags, on_start=on_start)
+        run_spec(spec, tracker, record=record, progress=w.progress, extra_tags=tags, on_start=on_start,
+                 ranks=w.ranks, threads=w.threads)
     return Outcome(spec.hash, spec.label, MADE, resumed=resumed, seconds=round(time.time() - t0, 1))

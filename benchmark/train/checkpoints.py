@@ -113,8 +113,8 @@ def remove_stale_tmp(workdir: Path) -> None:
             pass
 
 
-def load_resume(workdir: Path) -> Optional[Any]:
-    """The newest readable resume state in ``workdir``: checkpoint.pt, else the
+def newest_resume(workdir: Path) -> Optional[Path]:
+    """The newest readable resume checkpoint in ``workdir``: checkpoint.pt, else the
     previous one; None when there is none (the run starts afresh). Unreadable
     files are moved aside with a one-line warning each."""
     workdir = Path(workdir)
@@ -130,6 +130,12 @@ def load_resume(workdir: Path) -> Optional[Any]:
             _move_aside(path, f"{exc}; resuming from {'the previous checkpoint' if older else 'the start'}")
             continue
         if isinstance(state, dict) and "epoch" in state and "method" in state:
-            return state
+            return path
         _move_aside(path, f"{path}: not a resume checkpoint of this harness")
     return None
+
+
+def load_resume(workdir: Path) -> Optional[Any]:
+    """The state of :func:`newest_resume` (None: start afresh)."""
+    path = newest_resume(workdir)
+    return load(path) if path is not None else None

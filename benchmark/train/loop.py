@@ -28,8 +28,9 @@ from benchmark.config import TrainConfig, to_dict
 from benchmark.errors import UserError
 from benchmark.names import metric_key
 from benchmark.train import checkpoints
-from benchmark.train.api import TrainLogger, TrainResult
+from benchmark.train.api import NullLogger, TrainLogger, TrainResult
 from benchmark.train.common import config_fingerprint, generator, seed_globals
+from benchmark.train.ranks import SINGLE, Ranks
 
 CHECKPOINT_FORMAT = 1
 
@@ -110,12 +111,13 @@ def _flatten(prefix: str, per_source: Mapping[str, Mapping[str, float]]) -> dict
 class Evaluator:
     """Embeds a split with every source of a method and scores retrieval."""
 
-    def __init__(self, cfg: TrainConfig, splits: Any, device: torch.device):
+    def __init__(self, cfg: TrainConfig, splits: Any, device: torch.device, ranks: Ranks = SINGLE):
         from benchmark.data import eval_batches
 
         self.cfg = cfg
         self.splits = splits
         self.device = device
+        self.ranks = ranks  # every rank embeds (the method gathers); rank 0 scores and shares the numbers
         self._eval_batches = eval_batches
         self._fixed: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -137,10 +139,14 @@ class Evaluator:
         if split_name == "test" and self.splits.test is None:
             q, ql = self._embed(method, self.splits.query, skip)
             g, gl = self._embed(method, self.splits.gallery, skip)
+            if not self.ranks.main:
+                return {}
             return {s: query_gallery_metrics(self._on(q[s]), self._on(ql), self._on(g[s]), self._on(gl), ks, map_r=map_r)
                     for s in q}
         split = self.splits.test if split_name == "test" else self.splits.val
         emb, labels = self._embed(method, split, skip)
+        if not self.ranks.main:
+            return {}
         return {s: retrieval_metrics(self._on(e), self._on(labels), ks, map_r=map_r) for s, e in emb.items()}
 
     def _on(self, t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +156,7 @@ class Evaluator:
 
     def evaluate(self, method: Method, split_name: str) -> dict[str, dict[str, float]]:
         done = frozenset(self._fixed.get(split_name, {}))
-        per_source = self._score(method, split_name, done)
+        per_source = self.ranks.broadcast(self._score(method, split_name, done))
         fixed = set(method.fixed_sources())
         if fixed:
             if split_name not in self._fixed:
@@ -173,12 +179,17 @@ def run_loop(
     from benchmark.data import TrainBatches
 
     workdir = Path(workdir)
+    ranks: Ranks = getattr(method, "ranks", SINGLE)
+    if not ranks.main:  # rank 0 logs, shows progress and writes the files
+        logger, progress = NullLogger(), False
     workdir.mkdir(parents=True, exist_ok=True)
     best_path, final_path = workdir / "best.pt", workdir / "final.pt"
     fingerprint = config_fingerprint(cfg)
     selection = Selection(cfg.selection)
     start_epoch = 0
-    state = checkpoints.load_resume(workdir)
+    # rank 0 picks the checkpoint (moving damaged ones aside); the others read the same file
+    chosen = ranks.broadcast(checkpoints.newest_resume(workdir) if ranks.main else None)
+    state = checkpoints.load(chosen) if chosen is not None else None
     if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise UserError(f"{workdir / checkpoints.CHECKPOINT}: checkpoint belongs to a different configuration; "
@@ -187,8 +198,9 @@ def run_loop(
         selection = Selection(**state["selection"])
         start_epoch = state["epoch"] + 1
 
-    batches = TrainBatches(cfg.data, splits.train, views=method.views, seed=cfg.seed)
-    evaluator = Evaluator(cfg, splits, device)
+    batches = TrainBatches(cfg.data, splits.train, views=method.views, seed=cfg.seed,
+                           view_ids=getattr(method, "view_ids", None))
+    evaluator = Evaluator(cfg, splits, device, ranks)
     epochs = cfg.schedule.epochs
     iters = cfg.schedule.iterations_per_epoch
     epochs_run = 0
@@ -226,35 +238,44 @@ def run_loop(
                 metrics.update(_flatten("val", evaluator.evaluate(method, "val")))
             logged.update(metrics)
             if selection.update(epoch, metrics, method.primary_source) and selection.mode != "last":
-                checkpoints.save(method.weights(), best_path)
+                weights = method.weights()
+                if ranks.main:
+                    checkpoints.save(weights, best_path)
         logger.log_metrics(logged, step=epoch + 1)
         epochs_run += 1
         if (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 or last:
-            checkpoints.save_resume(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "method": method.state_dict(),
-                    "selection": selection.__dict__,
-                },
-                workdir,
-            )
-            # Offered to the logger, which may keep a copy where another machine can
-            # resume from it (a tracking server); it may also ignore it.
-            logger.log_artifact(workdir / checkpoints.CHECKPOINT, checkpoints.ARTIFACT_DIR)
+            state = method.state_dict()  # the whole cohort's, gathered on rank 0
+            if ranks.main:
+                checkpoints.save_resume(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "method": state,
+                        "selection": selection.__dict__,
+                    },
+                    workdir,
+                )
+                # Offered to the logger, which may keep a copy where another machine can
+                # resume from it (a tracking server); it may also ignore it.
+                logger.log_artifact(workdir / checkpoints.CHECKPOINT, checkpoints.ARTIFACT_DIR)
+            state = None
 
     # The selected weights: the last evaluation, or the best one.
+    ranks.barrier()  # rank 0's best.pt is on disk
     if selection.mode != "last" and best_path.exists():
         method.load_weights(checkpoints.load(best_path))
-    checkpoints.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg, semantic=True), "method": cfg.method,
-                      "weights": method.weights()}, final_path)
+    weights = method.weights()
+    if ranks.main:
+        checkpoints.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg, semantic=True), "method": cfg.method,
+                          "weights": weights}, final_path)
     final = {k.replace("test/", "final/", 1): v for k, v in selection.best_metrics.items() if k.startswith("test/")}
     final.update({k.replace("val/", "final_val/", 1): v for k, v in selection.best_metrics.items() if k.startswith("val/")})
     # The fixed-budget numbers of the same run, beside whatever selection reported.
     final.update({k.replace("test/", "final_last/", 1): v for k, v in selection.last_metrics.items() if k.startswith("test/")})
     final["final/epoch"] = float(selection.best_epoch + 1)
     logger.log_metrics(final, step=epochs)
-    for path, subdir in method.artifacts(splits, cfg.data, workdir):
-        logger.log_artifact(path, subdir)
+    if ranks.main:
+        for path, subdir in method.artifacts(splits, cfg.data, workdir):
+            logger.log_artifact(path, subdir)
     return TrainResult(final_metrics=final, checkpoint=final_path, epochs_run=epochs_run)

@@ -105,6 +105,8 @@ def cmd_tune(args: argparse.Namespace, catalog, recipes, ctx) -> int:
         raise ConfigError(f"--trials {args.trials}: must be >= 0")
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if args.ranks < 1:
+        raise ConfigError(f"--ranks {args.ranks}: must be at least 1")
     if args.study is not None and not _NAME_OK.match(args.study):
         raise ConfigError(f"--study {args.study}: use letters, digits and . _ + - only")
     if args.prune_startup < 0:
@@ -154,6 +156,7 @@ def cmd_tune(args: argparse.Namespace, catalog, recipes, ctx) -> int:
         metric=args.metric, source=source, label=target.label, paper=target.recipe.paper, profile=args.profile,
         home=str(home), tracking_uri=tracking_uri(), parent_run_id="", data_root=args.data_root, device=args.device,
         pruner=args.pruner, prune_startup=args.prune_startup, sampler_seed=args.sampler_seed, workers=args.workers,
+        ranks=args.ranks,
     )
     base_cfg = trial_config(job, {}, catalog)
     check_teacher_fixed(job, base_cfg, catalog)

@@ -52,6 +52,7 @@ class TuneJob:
     prune_startup: int = 5
     sampler_seed: int = 0
     workers: int = 1
+    ranks: int = 1  # processes per trial (a cohort over torch.distributed)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -181,7 +182,8 @@ class Objective:
         try:
             run_spec(spec, self.tracker, experiment=N.TUNE_EXPERIMENT, tags=self._tags(trial), params=params,
                      workdir=job.trial_dir(trial.number), logger=wrap, keep_files=False,
-                     interrupted=(KeyboardInterrupt, optuna.TrialPruned), progress=False)
+                     interrupted=(KeyboardInterrupt, optuna.TrialPruned), progress=False,
+                     ranks=job.ranks if spec.config.method == "cohort" else 1)
             logger = holder["logger"]
             if logger.last_value is None:
                 raise RuntimeError(f"trial {trial.number}: training logged no {job.metric_key}")

@@ -32,6 +32,7 @@ from benchmark.cli.report import cmd_claims, cmd_paper, cmd_report  # noqa: E402
 from benchmark.cli.run import cmd_plan, cmd_run  # noqa: E402
 from benchmark.cli.tools import cmd_data_check, cmd_list, cmd_perf, cmd_stats, cmd_tune  # noqa: E402
 from benchmark.config import DATASETS  # noqa: E402
+from benchmark.estimate.devices import DEFAULT_DEVICE, DEVICES  # noqa: E402
 from benchmark.recipes.select import SELECTOR_HELP  # noqa: E402
 
 
@@ -67,9 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="list the runs a selection needs, their hashes, cells and state",
                        description="Resolve the selected recipes into runs without training: each run's config "
-                                   "hash, the table cells it fills, what it needs (a teacher) and whether it finished.")
+                                   "hash, the table cells it fills, what it needs (a teacher) and whether it finished. "
+                                   "--estimate adds each run's FLOPs and GPU-hours (training, evaluation, both) and "
+                                   "totals per table; json then prints {runs, totals}.")
     add_selection(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--estimate", action="store_true",
+                   help="each run's cost from its models' FLOPs, schedule and dataset sizes, in GPU-hours on --device")
+    p.add_argument("--device", choices=list(DEVICES), default=None,
+                   help=f"with --estimate: the GPU (default {DEFAULT_DEVICE}; peaks in benchmark/estimate/devices.py)")
+    p.add_argument("--efficiency", type=float, default=None, metavar="F",
+                   help="with --estimate: the share of the GPU's peak FLOP/s reached (default: the device's own, "
+                        + ", ".join(f"{name} {d.efficiency:g}" for name, d in DEVICES.items()) + ")")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("report", help="write paper-vs-reproduced tables (Markdown, LaTeX) and figures",

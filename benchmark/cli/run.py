@@ -44,12 +44,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from benchmark.cli import estimate as est
     from benchmark.runner.local import plan
     from benchmark.runner.tracking import Tracker
 
-    planned = plan(selected_specs(args)[1], Tracker())
+    est.check_options(args)
+    catalog, specs = selected_specs(args)
+    planned = plan(specs, Tracker())
+    device = est.device_of(args)
+    costs = est.run_estimates(catalog, planned, device, args.efficiency) if args.estimate else None
     if args.format == "json":
-        print(json.dumps([r.as_dict() for r in planned], indent=1))
+        runs = [{**r.as_dict(), **({"estimate": costs[r.spec.hash]} if costs else {})} for r in planned]
+        print(json.dumps({"runs": runs, "totals": est.totals(planned, costs)} if costs else runs, indent=1))
         return 0
     from tabulate import tabulate
 
@@ -61,7 +67,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     rows = [[r.spec.hash, state(r), r.spec.label, len(r.spec.cells), r.spec.teacher.hash if r.spec.teacher else ""]
             for r in planned]
-    print(tabulate(rows, headers=["hash", "state", "run", "cells", "needs"]))
+    headers = ["hash", "state", "run", "cells", "needs"]
+    if costs:
+        rows = [row + [est.figure(costs[r.spec.hash]["flops"] / est.PETA), est.figure(costs[r.spec.hash]["gpu_hours"])]
+                for row, r in zip(rows, planned)]
+        headers += ["PFLOP", f"GPU-h {device}"]
+    print(tabulate(rows, headers=headers, disable_numparse=True,
+                   colalign=["left"] * 3 + ["right", "left"] + ["right"] * (len(headers) - 5)))
     todo = sum(r.state != "finished" for r in planned)
     print(f"\n{len(planned)} runs, {todo} to run")
+    if costs:
+        lines = est.summary_lines(planned, costs, device)
+        lines += est.rehearsal_lines(device, args.efficiency, catalog.dataset_sizes())
+        print("\n".join(lines))
     return 0

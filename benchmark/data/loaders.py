@@ -9,9 +9,12 @@ run restarted from a checkpoint at an epoch boundary (or at batch ``start``)
 sees the same batches as an uninterrupted one.
 
 Each DataLoader item is a whole batch (``batch_size=None`` plus a sampler that
-yields batch specs): the worker decodes each distinct image of the batch once,
+yields batch specs): the worker decodes each distinct image of the batch once
+(or reads it from the decoded-image cache, :mod:`benchmark.data.cache`),
 applies the per-image deterministic part of the transform once, and draws V
-independent views from it.
+independent views from it. With ``data.augment_on: device`` the worker stops
+after decoding and the main process draws the same views on the training
+device (:class:`ViewMaker`, :mod:`benchmark.data.decoded`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from benchmark.config import CROPPABLE, DataConfig
 from benchmark.errors import ConfigError, UserError
 
+from .cache import DecodedCache, plan_decoded_cache
+from .decoded import DecodedBatch, distinct, pack, unpack
 from .readers import DatasetSplits, Split, read_dataset, remap_labels
 from .rng import SplitMix64, derive_seed
 from .samplers import ABEPairSampler, ClassBalancedSampler
@@ -145,41 +150,61 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-class _TrainBatchDataset(Dataset):
-    def __init__(self, split: Split, transform: TrainTransform, views: int, seed: int,
-                 view_ids: Optional[list[int]] = None):
-        self.split, self.transform, self.views, self.seed = split, transform, views, seed
-        # Which of the views to make (all by default): a rank of a cohort trained over
-        # several processes makes only its members' views, the same bytes as in one process.
-        self.view_ids = list(range(views)) if view_ids is None else list(view_ids)
+class ViewMaker:
+    """The views ``view_ids`` of every position of a batch, from its prepared images, on their device.
 
-    def build(self, epoch: int, batch_index: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    Every view of every position draws from its own SplitMix64 stream, seeded
+    from (seed, epoch, batch index, position, view), so a batch is the same
+    bytes wherever it is made. On a GPU the resizes run in float32 and can
+    differ from the CPU's by a level or two at some pixels
+    (:func:`~benchmark.data.transforms.resize_into`); the draws are the same.
+    """
+
+    def __init__(self, transform: TrainTransform, seed: int, view_ids: list[int]):
+        self.transform, self.seed, self.view_ids = transform, seed, list(view_ids)
+
+    def __call__(self, images: list[torch.Tensor], slots: list[int], epoch: int, batch_index: int) -> torch.Tensor:
+        """uint8 [B, V, 3, crop, crop], channels-last in memory; position ``pos`` shows ``images[slots[pos]]``."""
+        c, nv = self.transform.crop, len(self.view_ids)
+        device = images[0].device
+        # Pixels stay interleaved (RGB per pixel, as the decoder and the fast
+        # uint8 resize produce them): each view is resized straight into its
+        # slot of a channels-last batch. Models convert to planar float in
+        # their input normalisation, a pass they make anyway.
+        out = torch.empty(len(slots) * nv, c, c, 3, dtype=torch.uint8, device=device)
+        scratch = torch.empty(c, c, 3, dtype=torch.uint8, device=device)
+        k = 0
+        for pos, slot in enumerate(slots):
+            base = derive_seed(_VIEW_STREAM, self.seed, epoch, batch_index, pos)
+            for v in self.view_ids:
+                self.transform.view_into(images[slot], SplitMix64(derive_seed(base, v)), out[k], scratch)
+                k += 1
+        return out.view(len(slots), nv, c, c, 3).permute(0, 1, 4, 2, 3)
+
+
+class _TrainBatchDataset(Dataset):
+    """A batch from its spec (epoch, batch index, indices): (views, labels), or without
+    ``make_views`` the decoded images (a :class:`DecodedBatch`) for the device to augment."""
+
+    def __init__(self, split: Split, transform: TrainTransform, make_views: Optional[ViewMaker],
+                 cache: Optional[DecodedCache]):
+        self.split, self.transform, self.make_views, self.cache = split, transform, make_views, cache
+
+    def _load(self, idx: int) -> torch.Tensor:
+        boxes = self.split.boxes
+        return self.transform.prepare(load_image(self.split.paths[idx], None if boxes is None else boxes[idx]))
+
+    def build(self, epoch: int, batch_index: int, indices: list[int]):
         with _one_thread():
-            c = self.transform.crop
-            # Pixels stay interleaved (RGB per pixel, as the decoder and the fast
-            # uint8 resize produce them): each view is resized straight into its
-            # slot of a channels-last batch. Models convert to planar float in
-            # their input normalisation, a pass they make anyway.
-            nv = len(self.view_ids)
-            slots = torch.empty(len(indices) * nv, c, c, 3, dtype=torch.uint8)
-            scratch = torch.empty(c, c, 3, dtype=torch.uint8)
-            prepared: dict[int, torch.Tensor] = {}
-            boxes = self.split.boxes
-            k = 0
-            for pos, idx in enumerate(indices):
-                img = prepared.get(idx)
-                if img is None:  # decoded once per batch, however many views / repeats
-                    img = self.transform.prepare(
-                        load_image(self.split.paths[idx], None if boxes is None else boxes[idx])
-                    )
-                    prepared[idx] = img
-                base = derive_seed(_VIEW_STREAM, self.seed, epoch, batch_index, pos)
-                for v in self.view_ids:
-                    self.transform.view_into(img, SplitMix64(derive_seed(base, v)), slots[k], scratch)
-                    k += 1
-            out = slots.view(len(indices), nv, c, c, 3).permute(0, 1, 4, 2, 3)
+            order, slots = distinct(indices)  # each image decoded once per batch, however many views / repeats
+            if self.cache is None:
+                images = [self._load(i) for i in order]
+            else:
+                images = self.cache.get_or_load(order, self._load)
             labels = torch.from_numpy(self.split.labels[np.asarray(indices, dtype=np.int64)])
-        return out, labels
+            if self.make_views is None:
+                return pack(images, slots, labels, epoch, batch_index)
+            return self.make_views(images, slots, epoch, batch_index), labels
 
     def __getitem__(self, spec):
         try:
@@ -221,19 +246,33 @@ class TrainBatches:
     shares a single view); ``view_ids`` makes only those of them (in that order).
     Batches follow ``cfg.sampler``; workers persist across epochs when
     ``cfg.num_workers > 0``.
+
+    ``device`` is where training runs (CPU when None). For CUDA the loader
+    pins its batches, so that copies to the device can be asynchronous. With
+    ``cfg.augment_on == "device"`` the views are made there and the batches
+    come on ``device``; otherwise they come on the CPU, for the trainer to move.
+    ``cfg.decoded_cache_mb`` keeps the decoded images for later epochs
+    (:mod:`benchmark.data.cache`). Neither changes a batch's bytes on the CPU.
     """
 
-    def __init__(self, cfg: DataConfig, split: Split, views: int, seed: int, view_ids: Optional[list[int]] = None):
+    def __init__(self, cfg: DataConfig, split: Split, views: int, seed: int, view_ids: Optional[list[int]] = None,
+                 device: Optional[torch.device] = None):
         if views < 1:
             raise ValueError("views must be >= 1")
         if len(split) == 0:
             raise ConfigError(f"data: the training split of {cfg.dataset} is empty")
         self.cfg, self.split, self.views, self.seed = cfg, split, views, seed
+        self.device = torch.device("cpu" if device is None else device)
         self.transform = TrainTransform(cfg)
-        self.dataset = _TrainBatchDataset(split, self.transform, views, seed, view_ids)
+        # Which of the views to make (all by default): a rank of a cohort trained over
+        # several processes makes only its members' views, the same bytes as in one process.
+        self.make_views = ViewMaker(self.transform, seed, range(views) if view_ids is None else view_ids)
         self._specs = _SpecSampler()
         self._loader: Optional[DataLoader] = None
         self.batch_sampler(0, 1)  # validate the sampler settings now, not mid-training
+        self.cache = plan_decoded_cache(split, self.transform, cfg.decoded_cache_mb)
+        on_device = cfg.augment_on == "device"
+        self.dataset = _TrainBatchDataset(split, self.transform, None if on_device else self.make_views, self.cache)
 
     def num_batches(self, iterations: Optional[int] = None) -> int:
         """Batches per epoch: ``iterations`` or one pass over the split (at least 1)."""
@@ -253,8 +292,15 @@ class TrainBatches:
         return list(self.batch_sampler(epoch, iterations))
 
     def build(self, epoch: int, batch_index: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch in this process (what a worker does)."""
-        return _unwrap(self.dataset[(epoch, batch_index, list(indices))])
+        """One batch in this process (what a worker does, then the device)."""
+        return self._finish(_unwrap(self.dataset[(epoch, batch_index, list(indices))]))
+
+    def _finish(self, item):
+        """A loader item -> (images, labels): the views of a DecodedBatch made on the device."""
+        if not isinstance(item, DecodedBatch):
+            return item
+        images = self.make_views(unpack(item, self.device), item.slots.tolist(), item.epoch, item.batch_index)
+        return images, item.labels.to(self.device, non_blocking=True)
 
     def _get_loader(self) -> DataLoader:
         if self._loader is None:
@@ -265,6 +311,7 @@ class TrainBatches:
                 sampler=self._specs,
                 num_workers=workers,
                 persistent_workers=workers > 0,
+                pin_memory=self.device.type == "cuda",
                 generator=_private_generator(),
             )
         return self._loader
@@ -275,15 +322,17 @@ class TrainBatches:
         if not specs:
             return iter(())
         self._specs.specs = specs
-        return map(_unwrap, iter(self._get_loader()))
+        return map(self._finish, map(_unwrap, iter(self._get_loader())))
 
     def close(self) -> None:
         """Stop persistent workers (also happens when the object is garbage-collected)."""
         self._loader = None
 
 
-def eval_batches(cfg: DataConfig, split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``split`` in order, with ``cfg.test_transform``: (uint8 [B,3,H,W], int64 [B])."""
+def eval_batches(cfg: DataConfig, split: Split, batch_size: int,
+                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``split`` in order, with ``cfg.test_transform``: (uint8 [B,3,H,W], int64 [B]);
+    in pinned memory with ``pin_memory`` (for asynchronous copies to a CUDA device)."""
     if batch_size <= 0:
         raise ConfigError(f"eval.batch_size: must be positive, got {batch_size}")
     transform = EvalTransform(cfg)
@@ -296,6 +345,7 @@ def eval_batches(cfg: DataConfig, split: Split, batch_size: int) -> Iterator[tup
         batch_size=None,
         sampler=specs,
         num_workers=workers,
+        pin_memory=pin_memory,
         generator=_private_generator(),
     )
     return map(_unwrap, loader)  # a plain function, so bad settings raise at the call

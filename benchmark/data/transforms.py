@@ -13,6 +13,11 @@ The parameter distributions are the ones of ``RandomResizedCrop``,
 random crop (:func:`multires_params`), which is written out here because no
 library has it.
 
+The views (:meth:`TrainTransform.view_into`) run on whichever device holds
+the prepared image (``data.augment_on: device``): the same ops, except that
+off the CPU the resizes are torchvision's float32 path there
+(:func:`resize_into`).
+
 Data is never normalised here: models normalise their own uint8 input.
 """
 
@@ -88,15 +93,21 @@ def _decode_with_pil(path: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def crop_box(img: torch.Tensor, box: np.ndarray) -> torch.Tensor:
-    """Crop to the box (x1, y1, x2, y2) in pixels, clamped to the image; whole image if empty."""
-    _, h, w = img.shape
+def box_window(h: int, w: int, box: np.ndarray) -> tuple[int, int, int, int]:
+    """(y1, y2, x1, x2): the pixels of an h x w image the box (x1, y1, x2, y2) covers,
+    clamped to the image; the whole image if that is empty."""
     x1 = min(max(int(math.floor(box[0])), 0), w)
     y1 = min(max(int(math.floor(box[1])), 0), h)
     x2 = min(max(int(math.ceil(box[2])), 0), w)
     y2 = min(max(int(math.ceil(box[3])), 0), h)
     if x2 - x1 < 1 or y2 - y1 < 1:
-        return img
+        return 0, h, 0, w
+    return y1, y2, x1, x2
+
+
+def crop_box(img: torch.Tensor, box: np.ndarray) -> torch.Tensor:
+    """Crop to the box (x1, y1, x2, y2) in pixels, clamped to the image; whole image if empty."""
+    y1, y2, x1, x2 = box_window(*img.shape[-2:], box)
     return img[:, y1:y2, x1:x2]
 
 
@@ -194,21 +205,36 @@ def multires_params(h: int, w: int, crop: int, ratio: tuple[float, float], rng) 
 def resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``F.resize(src, out.shape[-2:], antialias=True)`` for uint8 [1,3,h,w], written into ``out``.
 
-    Calls the kernel torchvision itself dispatches to (bilinear, antialiased
-    interpolate on uint8; a test checks the bytes are torchvision's) through
-    its ``out=`` overload, so a view is resized straight into its slot of the
-    batch, and without the v2 wrapper, which costs ~3x the kernel on the tiny
-    smoke images. Fastest with channels-last ``src`` and ``out`` (see
-    :meth:`TrainTransform.prepare`).
+    On the CPU, calls the kernel torchvision itself dispatches to (bilinear,
+    antialiased interpolate on uint8; a test checks the bytes are
+    torchvision's) through its ``out=`` overload, so a view is resized
+    straight into its slot of the batch, and without the v2 wrapper, which
+    costs ~3x the kernel on the tiny smoke images. Fastest with channels-last
+    ``src`` and ``out`` (see :meth:`TrainTransform.prepare`).
+
+    On another device (``data.augment_on: device``), torchvision's own path
+    there: no uint8 kernel, so float32 interpolation, rounded. Its bytes can
+    differ from the CPU kernel's (fixed-point weights, rounded between the two
+    passes) by a level or two at some pixels.
     """
     size = list(out.shape[-2:])
     if list(src.shape[-2:]) == size:
         out.copy_(src)
+    elif src.device.type != "cpu":
+        out.copy_(_resize_float(src, size))
     elif _RESIZE_AA_OUT is not None:
         _RESIZE_AA_OUT(src, size, False, None, None, out=out)
     else:  # pragma: no cover - a torch without the out= overload
         out.copy_(torch.nn.functional.interpolate(src, size=size, mode="bilinear", align_corners=False, antialias=True))
     return out
+
+
+def _resize_float(src: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """What ``F.resize(antialias=True)`` computes for uint8 where it has no uint8 kernel
+    (GPUs): bilinear antialiased interpolation in float32, rounded (still float)."""
+    return torch.nn.functional.interpolate(
+        src.float(), size=size, mode="bilinear", align_corners=False, antialias=True
+    ).round_()
 
 
 def resized_window(src: torch.Tensor, nh: int, nw: int, top: int, left: int, hm: int, wm: int) -> torch.Tensor:
@@ -223,10 +249,16 @@ def resized_window(src: torch.Tensor, nh: int, nw: int, top: int, left: int, hm:
     buffer, and the vertical pass only on the window's columns. Rows outside
     that range stay unset; they feed only output rows outside the window.
     A test checks the result against torchvision's resize then crop.
+
+    Off the CPU (float interpolation in one 2-D pass, see :func:`resize_into`)
+    the whole image is resized and the window cut from it, as torchvision does.
     """
     h, w = src.shape[-2:]
     if (nh, nw) == (h, w):
         return src[:, :, top : top + hm, left : left + wm]
+    if src.device.type != "cpu":
+        full = torch.empty(1, nh, nw, 3, dtype=torch.uint8, device=src.device).permute(0, 3, 1, 2)
+        return resize_into(src, full)[:, :, top : top + hm, left : left + wm]
     scale = h / nh
     support = max(scale, 1.0)  # bilinear: 1 output pixel of support, in input pixels when shrinking
     a = max(math.floor((top + 0.5) * scale - support) - 2, 0)
@@ -306,6 +338,15 @@ class TrainTransform:
         self.multires = tuple(cfg.multires_range) if cfg.multires_range is not None else None
         self.hflip = cfg.hflip
 
+    def prepared_shape(self, h: int, w: int, box: Optional[np.ndarray] = None) -> tuple[int, int]:
+        """(H', W') of :meth:`prepare`'s result for an h x w image cropped to ``box``."""
+        if self.kind == "resize_pad_random_crop":
+            return self.resize, self.resize
+        if box is None:
+            return h, w
+        y1, y2, x1, x2 = box_window(h, w, box)
+        return y2 - y1, x2 - x1
+
     def prepare(self, img: torch.Tensor) -> torch.Tensor:
         """The deterministic part shared by every view (done once per image) -> [1,3,H',W'].
 
@@ -332,7 +373,7 @@ class TrainTransform:
         """Write one random view of a ``prepare``d image into ``out``.
 
         ``out`` and ``scratch`` are uint8 [crop, crop, 3] (interleaved RGB, the
-        layout of a channels-last batch slot). ``rng`` is any object with
+        layout of a channels-last batch slot), on the device of ``prepared``. ``rng`` is any object with
         ``random()`` (the loader passes a per-view
         :class:`~benchmark.data.rng.SplitMix64`); the crop is drawn first, then
         the flip. An unflipped view is resized straight into ``out``; a flipped

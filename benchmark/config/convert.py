@@ -126,13 +126,15 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
 
 def to_dict(obj: Any, *, semantic: bool = False) -> Any:
     """Plain-data form of a config; ``semantic`` drops runtime fields (and
-    ``omit_none`` fields that are None)."""
+    ``omit_none`` fields that are None, ``omit_default`` fields at their default)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in dataclasses.fields(obj):
             if semantic and f.metadata.get("runtime"):
                 continue
             if semantic and f.metadata.get("omit_none") and getattr(obj, f.name) is None:
+                continue
+            if semantic and f.metadata.get("omit_default") and getattr(obj, f.name) == f.default:
                 continue
             out[f.name] = to_dict(getattr(obj, f.name), semantic=semantic)
         return out

@@ -97,6 +97,15 @@ class DataConfig:
     # tuning). 0 = none. These classes are removed from training.
     val_classes: int = bounded(0, ge=0)
     num_workers: int = runtime(2, ge=0, le=256)
+    # MiB of shared memory (per training process) keeping the decoded training images
+    # from their first epoch on, shared by the loader workers; 0 = off, decode every
+    # epoch. Images beyond it are decoded every epoch, with a warning saying what all
+    # would need (benchmark.data.cache). The same batches either way.
+    decoded_cache_mb: int = runtime(0, ge=0)
+    # Where the per-view augmentation runs: in the loader workers, or on the training
+    # device (workers only decode; one upload per batch). The same bytes on the CPU;
+    # on a GPU the resizes run in float32, a level or two apart at some pixels.
+    augment_on: Literal["loader", "device"] = runtime("loader")
 
 
 @dataclass
@@ -155,6 +164,9 @@ class CohortConfig:
     # stream. Part of a run's identity only where it changes the numbers (a loss
     # with a miner, more than one member); None elsewhere.
     member_streams: Optional[bool] = field(default=True, metadata={"omit_none": True})
+    # One member's autograd graph alive at a time instead of the whole cohort's, for one
+    # more forward pass per updated member; the same numbers (benchmark.train.cohort).
+    lean_memory: bool = runtime(False)
 
 
 @dataclass
@@ -240,5 +252,10 @@ class TrainConfig:
     abe: Optional[ABEConfig] = None
     distill: Optional[DistillConfig] = None
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    # Numeric precision of the networks (benchmark.train.precision): fp32 as the papers
+    # trained; bf16 / fp16 run forward passes under autocast, losses and distances
+    # stay fp32. Part of a run's identity, except fp32 (omitted, so runs made before
+    # the field existed keep their hash).
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"omit_default": True})
     device: str = runtime("auto")  # auto | cpu | cuda | cuda:N
     checkpoint_every: int = runtime(1, ge=1)  # epochs between checkpoints

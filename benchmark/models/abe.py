@@ -168,7 +168,7 @@ class ABEModel(FrozenBNMixin, nn.Module):
             attended = (s.unsqueeze(1) * masks).flatten(0, 1)  # [B*M, C_s, h, w], learner-minor
             emb = self.global_embedding(attended).view(s.shape[0], self.learners, self.learner_dim)
         if self.normalize_embeddings:
-            emb = F.normalize(emb, dim=-1)
+            emb = F.normalize(emb.float(), dim=-1)  # float32 under autocast too
         return emb
 
 

@@ -140,7 +140,7 @@ class EmbeddingModel(FrozenBNMixin, nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embedding(self.features(images)), dim=1)
+        return F.normalize(self.embedding(self.features(images)).float(), dim=1)  # float32 under autocast too
 
 
 def build_embedding_model(cfg: ModelConfig, *, backbone_seed: int, head_seed: int) -> EmbeddingModel:

@@ -50,10 +50,13 @@ def _train_rank(config: TrainConfig, workdir: Path, inputs: Mapping[str, Path], 
     """One rank's share of a job (the whole job in one process)."""
     from benchmark.train.loop import run_loop
 
+    from benchmark.train.precision import configure_device
+
     device = resolve_device(config.device)
     if ranks.world > 1 and device.type == "cuda":  # one device per rank, from the one the job names
         device = torch.device("cuda", (device.index or 0) + ranks.rank)
         torch.cuda.set_device(device)
+    configure_device(device)
     splits = prepare(config, workdir)
     num_classes = int(len(np.unique(splits.train.labels)))
     method = build_method(config, num_classes, device, dict(inputs or {}), ranks)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from benchmark.config import TrainConfig
 from benchmark.train.common import build_optimizer, build_scheduler, step_scheduler, derive_seed, param_groups
+from benchmark.train.precision import Precision, prepare_model
 
 
 class ABEMethod:
@@ -34,28 +35,34 @@ class ABEMethod:
         self.cfg = cfg
         self.abe = cfg.abe
         self.device = device
-        self.model = build_abe_model(cfg.abe, seed=derive_seed(cfg.seed, "abe_model")).to(device)
+        self.precision = Precision(cfg.precision, device)
+        self.model = prepare_model(build_abe_model(cfg.abe, seed=derive_seed(cfg.seed, "abe_model")), device)
         self.M = cfg.abe.learners
         self.loss = build_metric_loss(cfg.loss, num_classes, cfg.abe.embedding_dim // self.M).to(device)
         self.optimizer = build_optimizer(cfg.optim, param_groups(cfg.optim, self.model.parameters(), self.loss.parameters()))
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.schedule.epochs)
+        self.scaler = self.precision.scaler()  # fp16 only
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        with self.precision.autocast():
+            return self.model(images).float()
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, Any]:
+        """One step; the numbers returned stay on the device (0-d tensors)."""
         from benchmark.losses import divergence_loss
 
         self.model.train()
-        emb = self.model(images[:, 0])  # [B, M, d]
+        emb = self._forward(images[:, 0])  # [B, M, d]
         metric = sum(self.loss(emb[:, m], labels) for m in range(self.M))
         loss = metric
         out = {}
         if self.abe.divergence and self.M > 1:
             div = divergence_loss(emb, self.abe.div_margin)
             loss = loss + self.abe.lambda_div * div
-            out["divergence_loss"] = float(div.detach())
+            out["divergence_loss"] = div.detach().double()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        out.update(loss=float(loss.detach()), metric_loss=float(metric.detach()) / self.M)
+        self.precision.backward_step(loss, self.optimizer, self.scaler)
+        out.update(loss=loss.detach().double(), metric_loss=metric.detach().double() / self.M)
         return out
 
     def end_epoch(self) -> None:
@@ -64,7 +71,7 @@ class ABEMethod:
     @torch.no_grad()
     def learner_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return F.normalize(self.model(images), dim=-1)  # [B, M, d]
+        return F.normalize(self._forward(images), dim=-1)  # [B, M, d]
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
@@ -92,6 +99,7 @@ class ABEMethod:
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -99,6 +107,8 @@ class ABEMethod:
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def weights(self) -> dict:
         return {"model": self.model.state_dict(), "loss": self.loss.state_dict()}

@@ -19,6 +19,7 @@ from benchmark.config import TrainConfig, digest, semantic_dict
 from benchmark.errors import UserError
 from benchmark.train import checkpoints
 from benchmark.train.common import build_optimizer, build_scheduler, derive_seed, param_groups, step_scheduler
+from benchmark.train.precision import Precision, prepare_model
 
 
 def load_teacher(cfg: TrainConfig, path: Path | None, num_classes: int, device: torch.device):
@@ -61,12 +62,13 @@ class DistillMethod:
         self.cfg = cfg
         self.dc = cfg.distill
         self.device = device
+        self.precision = Precision(cfg.precision, device)
         self.teacher = teacher if teacher is not None else load_teacher(cfg, teacher_path, num_classes, device)
-        self.student = build_embedding_model(
+        self.student = prepare_model(build_embedding_model(
             self.dc.student,
             backbone_seed=derive_seed(cfg.seed, "backbone", self.dc.student.arch),
             head_seed=derive_seed(cfg.seed, "student_head"),
-        ).to(device)
+        ), device)
         student_dim, teacher_dim = self.dc.student.embedding_dim, teacher_dimension(cfg)
         # Compact's absolute loss compares student and teacher embeddings of the
         # same image, so it needs equal sizes; the DM² paper distils a 1024/2048-d
@@ -88,6 +90,11 @@ class DistillMethod:
             loss_params += list(self.projection.parameters())
         self.optimizer = build_optimizer(cfg.optim, param_groups(cfg.optim, self.student.parameters(), loss_params))
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, cfg.schedule.epochs)
+        self.scaler = self.precision.scaler()  # fp16 only
+
+    def _student(self, images: torch.Tensor) -> torch.Tensor:
+        with self.precision.autocast():
+            return self.student(images).float()
 
     @torch.no_grad()
     def teacher_embedding(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,22 +109,22 @@ class DistillMethod:
         out = self.teacher.embed(images, frozenset(n for n in names if n not in keys) | {"ensemble"})
         return torch.cat([out[k] for k in keys], dim=1)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, Any]:
+        """One step; the numbers returned stay on the device (0-d tensors)."""
         x = images[:, 0]
-        target = self.teacher_embedding(x)
+        target = self.teacher_embedding(x)  # the teacher's own precision (its job's)
         self.student.train()
-        e = self.student(x)
+        e = self._student(x)
         distill = self.distill_loss(self.projection(e) if self.projection is not None else e, target)
         loss = distill
-        out = {"distill_loss": float(distill.detach())}
+        out = {"distill_loss": distill.detach().double()}
         if self.dc.metric_weight > 0:
             metric = self.metric_loss(e, labels)
             loss = loss + self.dc.metric_weight * metric
-            out["metric_loss"] = float(metric.detach())
+            out["metric_loss"] = metric.detach().double()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        out["loss"] = float(loss.detach())
+        self.precision.backward_step(loss, self.optimizer, self.scaler)
+        out["loss"] = loss.detach().double()
         return out
 
     def end_epoch(self) -> None:
@@ -126,7 +133,7 @@ class DistillMethod:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         self.student.eval()
-        out = {"student": self.student(images)}
+        out = {"student": self._student(images)}
         if "teacher" not in skip:  # the frozen teacher is scored once per split
             out["teacher"] = self.teacher_embedding(images)
         return out
@@ -144,6 +151,7 @@ class DistillMethod:
             "projection": self.projection.state_dict() if self.projection is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -153,6 +161,8 @@ class DistillMethod:
             self.projection.load_state_dict(state["projection"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def weights(self) -> dict:
         return {"student": self.student.state_dict()}

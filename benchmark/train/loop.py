@@ -33,6 +33,9 @@ from benchmark.train.common import config_fingerprint, generator, seed_globals
 from benchmark.train.ranks import SINGLE, Ranks
 
 CHECKPOINT_FORMAT = 1
+# Steps between reads of the running losses (progress bar, divergence check): a
+# read waits for the device, so it is not done at every step.
+READ_EVERY = 20
 
 
 class TrainingDiverged(UserError, FloatingPointError):
@@ -46,8 +49,9 @@ class Method(Protocol):
     views: int  # augmented views per image in a training batch
     primary_source: str  # the embedding model selection looks at
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, float]:
-        """One optimisation step; ``progress`` = epochs done so far (fractional)."""
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float, gen: torch.Generator) -> dict[str, Any]:
+        """One optimisation step; ``progress`` = epochs done so far (fractional).
+        Values are floats or 0-d tensors left on the device (read by the loop in bulk)."""
 
     def embed(self, images: torch.Tensor, skip: frozenset = frozenset()) -> dict[str, torch.Tensor]:
         """Eval-mode embeddings per source for a batch (no grad); sources in
@@ -104,6 +108,40 @@ class Selection:
         return False
 
 
+class RunningMeans:
+    """Per-key sums of one epoch's step values, kept where they are computed (on the
+    device) and read only on demand; a read checks that none became NaN or infinite."""
+
+    def __init__(self, what: str, epoch: int):
+        self.what, self.epoch = what, epoch
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}  # per key: e.g. mutual_loss is absent while lambda is 0
+
+    def add(self, values: Mapping[str, Any]) -> None:
+        for k, v in values.items():
+            v = v.detach().double() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def read(self, step: int) -> dict[str, float]:
+        """Means so far (one wait for the device); TrainingDiverged if one is not finite."""
+        means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        for k, v in means.items():
+            if not math.isfinite(v):
+                raise TrainingDiverged(f"{self.what}: training diverged: {k} is {v} by iteration {step} of epoch "
+                                       f"{self.epoch + 1} (lower optim.lr, or check the data)")
+        return means
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated on a CUDA device, resident (RSS) on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 def _flatten(prefix: str, per_source: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {metric_key(prefix, src, k): float(v) for src, ms in per_source.items() for k, v in ms.items()}
 
@@ -120,15 +158,21 @@ class Evaluator:
         self.ranks = ranks  # every rank embeds (the method gathers); rank 0 scores and shares the numbers
         self._eval_batches = eval_batches
         self._fixed: dict[str, dict[str, dict[str, float]]] = {}
+        self.images = 0  # embedded so far, and the seconds it took (data included)
+        self.seconds = 0.0
 
     def _embed(self, method: Method, split, skip: frozenset) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         chunks: dict[str, list[torch.Tensor]] = {}
         labels = []
-        for images, y in self._eval_batches(self.cfg.data, split, self.cfg.eval.batch_size):
+        t0 = time.perf_counter()
+        pinned = self.device.type == "cuda"  # for the asynchronous copies below
+        for images, y in self._eval_batches(self.cfg.data, split, self.cfg.eval.batch_size, pin_memory=pinned):
             out = method.embed(images.to(self.device, non_blocking=True), skip)
             for src, e in out.items():
                 chunks.setdefault(src, []).append(e.float().cpu())
             labels.append(y)
+        self.images += sum(len(y) for y in labels)
+        self.seconds += time.perf_counter() - t0
         return {s: torch.cat(c) for s, c in chunks.items()}, torch.cat(labels)
 
     def _score(self, method: Method, split_name: str, skip: frozenset) -> dict[str, dict[str, float]]:
@@ -199,7 +243,7 @@ def run_loop(
         start_epoch = state["epoch"] + 1
 
     batches = TrainBatches(cfg.data, splits.train, views=method.views, seed=cfg.seed,
-                           view_ids=getattr(method, "view_ids", None))
+                           view_ids=getattr(method, "view_ids", None), device=device)
     evaluator = Evaluator(cfg, splits, device, ranks)
     epochs = cfg.schedule.epochs
     iters = cfg.schedule.iterations_per_epoch
@@ -210,25 +254,20 @@ def run_loop(
         stream = batches.epoch(epoch, iters)
         n_iters = batches.num_batches(iters)
         bar = tqdm(stream, total=n_iters, desc=f"{desc} epoch {epoch + 1}/{epochs}".strip(), leave=False, disable=not progress, unit="it")
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # per key: e.g. mutual_loss is absent while lambda is 0
+        running = RunningMeans(f"{desc or 'run'}", epoch)
         t_epoch, steps = time.perf_counter(), 0
         for i, (images, labels) in enumerate(bar):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            losses = method.train_step(images, labels, epoch + i / max(n_iters, 1), gen)
-            for k, v in losses.items():
-                if not math.isfinite(float(v)):
-                    raise TrainingDiverged(f"{desc or 'run'}: training diverged: {k} is {float(v)} at iteration "
-                                           f"{i + 1} of epoch {epoch + 1} (lower optim.lr, or check the data)")
-                sums[k] = sums.get(k, 0.0) + float(v)
-                counts[k] = counts.get(k, 0) + 1
+            running.add(method.train_step(images, labels, epoch + i / max(n_iters, 1), gen))
             steps += 1
-            if progress and "loss" in losses:
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
+            if steps % READ_EVERY == 0:
+                means = running.read(steps)
+                if progress and "loss" in means:
+                    bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
         bar.close()
         method.end_epoch()
-        logged = {f"train/{k}": v / counts[k] for k, v in sums.items()}
+        logged = {f"train/{k}": v for k, v in running.read(steps).items()}
         if steps:  # wall time per iteration, data loading included (DM² Sec. 3.3's training-time claim)
             logged["train/seconds_per_iteration"] = (time.perf_counter() - t_epoch) / steps
         last = epoch == epochs - 1
@@ -237,10 +276,13 @@ def run_loop(
             if splits.val is not None:
                 metrics.update(_flatten("val", evaluator.evaluate(method, "val")))
             logged.update(metrics)
+            if evaluator.images:  # embedding only (data included), not the ranking
+                logged["eval/seconds_per_image"] = evaluator.seconds / evaluator.images
             if selection.update(epoch, metrics, method.primary_source) and selection.mode != "last":
                 weights = method.weights()
                 if ranks.main:
                     checkpoints.save(weights, best_path)
+        logged["sys/peak_memory_mb"] = peak_memory_mb(device)
         logger.log_metrics(logged, step=epoch + 1)
         epochs_run += 1
         if (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 or last:

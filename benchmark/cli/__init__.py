@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "augmentation on 500-px JPEGs; with the decode and per-view times that bound it).")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--quick", action="store_true", help="smaller problems (for tests), same ratios")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default: the ratios above), or a CUDA device (cuda, cuda:1): the paper cohort's "
+                        "training and evaluation images/s in fp32 and bf16, model FLOP utilisation, and the data "
+                        "pipeline's images/s beside the training's (benchmark/perf_gpu.py)")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("data", help="check a copy of the datasets: `data check --data-root DIR`")

@@ -44,9 +44,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from benchmark.perf import run_perf
+    if args.device != "cpu":
+        from benchmark.perf_gpu import run_device_perf
 
-    result = run_perf(quick=args.quick)
+        result = run_device_perf(args.device)
+    else:
+        from benchmark.perf import run_perf
+
+        result = run_perf(quick=args.quick)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -47,3 +47,12 @@ DEVICES: dict[str, Device] = {
     "v100": Device("NVIDIA V100 SXM2", {"fp32": 15.7 * TERA, "bf16": 15.7 * TERA, "fp16": 125.0 * TERA}, 0.35),
 }
 DEFAULT_DEVICE = "h200"
+
+
+def device_peaks_for_name(name: str) -> dict[str, float]:
+    """Peak FLOP/s per precision of the device torch names (``torch.cuda.get_device_name``),
+    e.g. 'NVIDIA H200' -> the h200 entry; empty when the table does not know it."""
+    for key, device in DEVICES.items():
+        if key in name.lower():
+            return dict(device.peak)
+    return {}

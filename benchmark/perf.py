@@ -1,9 +1,14 @@
 """`python -m benchmark perf`: speed goals as ratios against baselines measured in
 the same process (never absolute times in tests).
 
-- eval_speedup_vs_pml: pytorch-metric-learning's AccuracyCalculator time over
-  ours for Recall@1 on 20,000 random 512-d embeddings of 10,000 classes, the
-  same answer asserted. Goal >= 2.
+- eval_speedup_vs_pml (benchmark.perf_eval): pytorch-metric-learning's
+  AccuracyCalculator time, with faiss as its users run it, over ours for
+  Recall@1 on 20,000 random 512-d embeddings of 10,000 classes, the same answer
+  asserted. Goal >= 1.8 (computing each distance once, by symmetry, bounds the
+  gain over a full matrix product at about 2).
+- eval_all_k_over_r1, eval_sop_peak_mb (benchmark.perf_eval): at SOP's test-set
+  size (60,502 x 512), Recall@{1,10,100,1000} and MAP@R over Recall@1 alone,
+  goal <= 1.3; the peak memory of the process computing them, goal <= 2,000 MB.
 - cohort_step_ratio_vs_independent: one DM² step of a 4-member cohort with
   temporal diversity (p = 1, 1/2, 1/4, 1/8; members not updated run without
   autograd) over four independent single-model steps (forward, backward and
@@ -14,6 +19,9 @@ the same process (never absolute times in tests).
 - cohort_parallel_step_ratio (benchmark.perf_parallel): a 2-member DM² step on 2
   ranks over a single-model step, one thread each; with the all-gathers' share
   of the step. Goal <= 1.3.
+- decoded_cache_epoch_ratio (benchmark.perf_data): the data time of an epoch read
+  from the decoded-image cache over the same epoch decoding, DM²'s 4 views of
+  500-px JPEGs. Goal <= 0.5.
 """
 
 from __future__ import annotations
@@ -28,10 +36,13 @@ import torch
 from benchmark import config as C
 
 GOALS = {
-    "eval_speedup_vs_pml": (">=", 2.0),
+    "eval_speedup_vs_pml": (">=", 1.8),
     "cohort_step_ratio_vs_independent": ("<=", 0.75),
     "multiview_data_ratio": ("<=", 1.5),
     "cohort_parallel_step_ratio": ("<=", 1.3),
+    "decoded_cache_epoch_ratio": ("<=", 0.5),
+    "eval_all_k_over_r1": ("<=", 1.3),
+    "eval_sop_peak_mb": ("<=", 2000),
 }
 
 
@@ -162,7 +173,8 @@ def measure_multiview(batches: int = 6, image: int = 500, crop: int = 256, batch
 
 
 def run_perf(quick: bool = False) -> dict:
-    from benchmark.perf_eval import measure_eval_speedup
+    from benchmark.perf_eval import measure_eval_sop, measure_eval_speedup
+    from benchmark.perf_data import measure_decoded_cache
     from benchmark.perf_parallel import measure_cohort_parallel
 
     out: dict = {}
@@ -171,11 +183,15 @@ def run_perf(quick: bool = False) -> dict:
         out.update(measure_cohort_step(steps=4, image=48, batch=40))
         out.update(measure_multiview(batches=3, image=128, crop=48, batch=30))
         out.update(measure_cohort_parallel(steps=3, image=48, batch=40, rounds=1))
+        out.update(measure_decoded_cache(batches=3, image=128, crop=48, batch=30, rounds=1))
+        out.update(measure_eval_sop(n=3000, dim=64, classes=560))
     else:
         out.update(measure_eval_speedup())
         out.update(measure_cohort_step())
         out.update(measure_multiview())
         out.update(measure_cohort_parallel())
+        out.update(measure_decoded_cache())
+        out.update(measure_eval_sop())
     out["goals"] = {k: f"{op} {v}" for k, (op, v) in GOALS.items()}
     out["goals_met"] = {
         k: (out[k] >= v if op == ">=" else out[k] <= v) for k, (op, v) in GOALS.items() if k in out

@@ -190,3 +190,18 @@ def test_a_finished_run_keeps_one_copy_of_its_weights_and_is_rechecked_on_change
     assert json.loads(redo.stdout.splitlines()[-1])["made"] == 1
     quiet = _cli(home, "run", *ONE_RUN, "--no-progress", "--format", "json")
     assert "other data" not in quiet.stderr and json.loads(quiet.stdout.splitlines()[-1])["made"] == 0
+
+
+def test_a_bf16_smoke_run_trains_on_cpu_under_its_own_hash(tmp_path):
+    home = tmp_path / "home"
+    one = ["dm2/table1", "--profile", "smoke", "--row", "Independent", "--dataset", "cub200"]
+    fp32 = json.loads(_cli(home, "plan", *one, "--format", "json").stdout)
+    bf16_args = [*one, "--set", "precision=bf16"]
+    bf16 = json.loads(_cli(home, "plan", *bf16_args, "--format", "json").stdout)
+    assert {r["hash"] for r in fp32}.isdisjoint({r["hash"] for r in bf16})
+    _cli(home, "run", *bf16_args, "--no-progress")
+    metrics, run = _final_metrics(home)
+    assert run.data.tags["bench.hash"] == bf16[0]["hash"]
+    assert run.data.params.get("precision") == "bf16"
+    assert 0 < metrics["final/ensemble/recall_at_1"] <= 100
+    assert json.loads(_cli(home, "plan", *bf16_args, "--format", "json").stdout)[0]["finished"] is True

@@ -42,20 +42,32 @@ def model_stats(model: nn.Module, image_size: int) -> dict[str, int]:
     return {"params": count_parameters(model), "macs": counter.get_total_flops() // 2}
 
 
+def config_model_config(config: TrainConfig):
+    """The model config whose network a config reports: cohort member 1, the ABE
+    model, or the distillation student (see :func:`config_model`)."""
+    if config.method == "cohort":
+        return config.cohort.members[0]
+    if config.method == "abe":
+        return config.abe
+    if config.method == "distill":
+        return config.distill.student
+    raise ValueError(f"unknown method {config.method!r}")
+
+
+def config_arch(config: TrainConfig) -> str:
+    """The backbone of the network a config reports (e.g. ``googlenet``, ``bvlc_googlenet``)."""
+    return config_model_config(config).arch
+
+
 def config_model(config: TrainConfig) -> nn.Module:
     """The network whose size a config reports: cohort member 1, the ABE model, or
     the distillation student; random weights (pretrained is switched off)."""
     from benchmark.models import build_abe_model, build_embedding_model
 
-    if config.method == "cohort":
-        member = dataclasses.replace(config.cohort.members[0], pretrained=False)
-        return build_embedding_model(member, backbone_seed=0, head_seed=0)
+    model_cfg = dataclasses.replace(config_model_config(config), pretrained=False)
     if config.method == "abe":
-        return build_abe_model(dataclasses.replace(config.abe, pretrained=False), seed=0)
-    if config.method == "distill":
-        student = dataclasses.replace(config.distill.student, pretrained=False)
-        return build_embedding_model(student, backbone_seed=0, head_seed=0)
-    raise ValueError(f"unknown method {config.method!r}")
+        return build_abe_model(model_cfg, seed=0)
+    return build_embedding_model(model_cfg, backbone_seed=0, head_seed=0)
 
 
 def config_model_stats(config: TrainConfig) -> dict[str, float]:

@@ -54,6 +54,18 @@ def config_model_config(config: TrainConfig):
     raise ValueError(f"unknown method {config.method!r}")
 
 
+def with_model_config(config: TrainConfig, model_cfg) -> TrainConfig:
+    """``config`` with the model it reports (:func:`config_model_config`) replaced."""
+    if config.method == "cohort":
+        members = [model_cfg, *config.cohort.members[1:]]
+        return dataclasses.replace(config, cohort=dataclasses.replace(config.cohort, members=members))
+    if config.method == "abe":
+        return dataclasses.replace(config, abe=model_cfg)
+    if config.method == "distill":
+        return dataclasses.replace(config, distill=dataclasses.replace(config.distill, student=model_cfg))
+    raise ValueError(f"unknown method {config.method!r}")
+
+
 def config_arch(config: TrainConfig) -> str:
     """The backbone of the network a config reports (e.g. ``googlenet``, ``bvlc_googlenet``)."""
     return config_model_config(config).arch

@@ -16,7 +16,11 @@ from today's recipes; it only asks the recipe which config is the row's own:
 
 One DataFrame row per (cell, variant). Kinds of cells (column ``kind``):
   run       filled by a training run's ``final/<source>/<metric>``
-  stat      model statistics (#params, FLOPs) computed from the paper-profile model
+  stat      model statistics (#params, FLOPs) computed from the paper-profile model;
+            ``backbone`` names its architecture. A variant of the row whose runs
+            changed the model (e.g. ``--set abe.arch=bvlc_googlenet``) gets its own
+            stat record: the paper-profile model with the variant's model changes
+            (a profile's arch_map undone: tiny_bvlc_googlenet -> bvlc_googlenet)
   artifact  figure-only data read from a run artifact (histograms, masks)
   cited     another paper's number: printed as is, never reproduced
   norecipe  the table has no recipe yet: paper numbers only
@@ -24,6 +28,7 @@ One DataFrame row per (cell, variant). Kinds of cells (column ``kind``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
@@ -54,11 +59,11 @@ CELL_COLUMNS = [
     "paper", "table", "row", "column", "kind", "cited", "dataset", "metric", "source", "variant",
     "paper_value", "paper_std", "profile", "selection", "series", "run_ids", "seeds", "values", "clean_values",
     "reproduced", "std", "n", "ci_low", "ci_high", "paper_in_ci", "clean", "clean_std", "clean_n", "spread",
-    "clean_spread", "note",
+    "clean_spread", "backbone", "note",
 ]
 REPORT_FIELDS = ["paper", "table", "row", "column", "variant", "cited", "paper_value", "reproduced", "std", "n",
                  "ci_low", "ci_high", "paper_in_ci", "profile", "selection", "clean", "clean_std", "clean_n",
-                 "spread", "kind", "note"]
+                 "spread", "kind", "backbone", "note"]
 
 # A column whose source is the mean over an ensemble's learners: the paper's
 # "±" there is the standard deviation over the learners (not over seeds), which
@@ -121,20 +126,67 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _model_stats(cfg) -> tuple[Optional[dict], str]:
-    """#params / FLOPs of the paper-profile model (benchmark.stats, imported lazily)."""
+    """#params / FLOPs of the paper-profile model (benchmark.stats, imported lazily),
+    with ``arch``: the backbone they were counted on."""
     key = config_hash(cfg)
     if key in _stats_cache:
         return _stats_cache[key], ""
     try:
-        from benchmark.stats import config_model_stats
+        from benchmark.stats import config_arch, config_model_stats
     except ImportError:
         return None, "model statistics unavailable (benchmark.stats is missing)"
     try:
-        stats = config_model_stats(cfg)
+        stats = {**config_model_stats(cfg), "arch": config_arch(cfg)}
     except UserError as exc:
         return None, f"model statistics unavailable ({_first_line(exc)})"
     _stats_cache[key] = stats
     return stats, ""
+
+
+def _variant_model_config(paper_cfg, own_cfg, variant_cfg, arch_map: dict[str, str]):
+    """The paper-profile config of a row with a variant's model changes (its
+    fields that differ from the row's own model under the same profile; an arch
+    the profile mapped is mapped back), or None when the variant kept the model."""
+    try:
+        from benchmark.stats import config_model_config, with_model_config
+    except ImportError:
+        return None
+    own, var = config_model_config(own_cfg), config_model_config(variant_cfg)
+    if type(own) is not type(var):
+        return None
+    changes = {f.name: getattr(var, f.name) for f in dataclasses.fields(var)
+               if getattr(var, f.name) != getattr(own, f.name)}
+    changes.pop("pretrained", None)  # counts do not depend on the weights
+    if not changes:
+        return None
+    if "arch" in changes:
+        unmapped = {small: big for big, small in arch_map.items()}
+        changes["arch"] = unmapped.get(changes["arch"], changes["arch"])
+    return with_model_config(paper_cfg, dataclasses.replace(config_model_config(paper_cfg), **changes))
+
+
+def _stat_variants(stat_cells: list[tuple[dict, Any]], run_variants: dict[tuple, dict], profile_arch_map,
+                   own_cfg) -> list[dict]:
+    """One stat record per (stat cell, variant of its row whose runs changed the model)."""
+    out = []
+    for cell, cb, paper_cfg in stat_cells:
+        variants = run_variants.get((cell["paper"], cell["table"], cell["row"]), {})
+        for label, cfg in sorted(variants.items()):
+            if cfg is None:
+                continue
+            vcfg = _variant_model_config(paper_cfg, own_cfg(cb), cfg, profile_arch_map(cb.recipe))
+            if vcfg is None:
+                continue
+            stats, note = _model_stats(vcfg)
+            if stats is not None and (stats["arch"], stats.get(cell["metric"])) == (cell["backbone"], cell["reproduced"]):
+                continue  # a change that leaves the network as it is (e.g. freeze_bn)
+            rec = dict(cell, variant=label, note=note, reproduced=None, n=0, backbone=None)
+            if stats is not None:
+                rec["backbone"] = stats["arch"]
+                if stats.get(cell["metric"]) is not None:
+                    rec["reproduced"], rec["n"] = float(stats[cell["metric"]]), 1
+            out.append(rec)
+    return out
 
 
 def _base_cell(t: Table, row, i: int, col, profile: str, kind: str) -> dict:
@@ -145,7 +197,7 @@ def _base_cell(t: Table, row, i: int, col, profile: str, kind: str) -> dict:
         "profile": profile, "selection": None, "series": None, "run_ids": [], "seeds": [], "values": [],
         "clean_values": [], "reproduced": None, "std": None, "n": 0, "ci_low": None, "ci_high": None,
         "paper_in_ci": None, "clean": None, "clean_std": None, "clean_n": 0,
-        "spread": None, "clean_spread": None, "note": "",
+        "spread": None, "clean_spread": None, "backbone": None, "note": "",
     }
 
 
@@ -262,6 +314,14 @@ class Collected:
     runs: dict[str, RunRecord] = field(default_factory=dict)  # run id -> the run (its metrics, tags)
 
 
+def _arch_map(recipe: Recipe, profile: str) -> dict[str, str]:
+    """The architecture renames a profile applies to every model of a recipe's jobs."""
+    out: dict[str, str] = {}
+    for prof in recipe.profile_layers(profile):
+        out.update(prof.arch_map)
+    return out
+
+
 def _resolver_cache(catalog: Catalog, profile: str):
     resolver = Resolver(catalog, Context(profile=profile, seeds=[0]))
     cache: dict[tuple, Any] = {}
@@ -282,6 +342,8 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
     paper_cfg = _resolver_cache(catalog, PAPER_PROFILE)  # model statistics: the paper-size model
     cells: list[dict] = []
     configs: dict[str, list] = {}
+    stat_cells: list[tuple[dict, Any, Any]] = []  # (own stat record, binding, paper-profile config)
+    run_variants: dict[tuple, dict] = {}  # (paper, table, row) -> variant label -> its config (or None)
     for sel in selected:
         t = sel.table
         bindings = cell_bindings(catalog, sel.recipe) if sel.recipe is not None else {}
@@ -303,8 +365,11 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
                     if cb is not None:
                         stats, note = _model_stats(paper_cfg(cb))
                         cell["note"] = note
-                        if stats is not None and stats.get(col.metric) is not None:
-                            cell["reproduced"], cell["n"] = float(stats[col.metric]), 1
+                        if stats is not None:
+                            cell["backbone"] = stats["arch"]
+                            if stats.get(col.metric) is not None:
+                                cell["reproduced"], cell["n"] = float(stats[col.metric]), 1
+                        stat_cells.append((cell, cb, paper_cfg(cb)))
                     cells.append(cell)
                     continue
                 kind = "artifact" if col.is_artifact else "run"
@@ -316,7 +381,11 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
                 base = own_cfg(cb)
                 if not any(c is base for c in table_cfgs):
                     table_cfgs.append(base)
-                cells += _cell_records(cell, cb, base, view.cells.get((t.key, row.name, col.id), []), view)
+                records_ = _cell_records(cell, cb, base, view.cells.get((t.key, row.name, col.id), []), view)
+                for rec in records_[1:]:
+                    run_variants.setdefault((t.paper, t.id, row.name), {})[rec["variant"]] = rec.pop("_config")
+                cells += records_
+    cells += _stat_variants(stat_cells, run_variants, lambda recipe: _arch_map(recipe, profile), own_cfg)
     df = pd.DataFrame(cells, columns=CELL_COLUMNS)
     df.attrs["tracking_uri"] = store.uri
     df.attrs["profile"] = profile
@@ -344,6 +413,7 @@ def _cell_records(cell: dict, cb, base, entries: list, view: StoreView) -> list[
         label = variant_text(base, cfg) if cfg is not None else None
         rec = dict(cell, series=series, variant=label or f"another config (run {first.record.run_id[:8]})")
         _fill(rec, _by_seed(members), members[0][1] or cb.source, cfg)
+        rec["_config"] = cfg  # read by the row's stat cells, dropped before the DataFrame
         variants.append(rec)
     return out + sorted(variants, key=lambda r: r["variant"])
 

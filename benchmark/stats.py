@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.config import TrainConfig
+from benchmark.config.models import reported_model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -42,41 +43,12 @@ def model_stats(model: nn.Module, image_size: int) -> dict[str, int]:
     return {"params": count_parameters(model), "macs": counter.get_total_flops() // 2}
 
 
-def config_model_config(config: TrainConfig):
-    """The model config whose network a config reports: cohort member 1, the ABE
-    model, or the distillation student (see :func:`config_model`)."""
-    if config.method == "cohort":
-        return config.cohort.members[0]
-    if config.method == "abe":
-        return config.abe
-    if config.method == "distill":
-        return config.distill.student
-    raise ValueError(f"unknown method {config.method!r}")
-
-
-def with_model_config(config: TrainConfig, model_cfg) -> TrainConfig:
-    """``config`` with the model it reports (:func:`config_model_config`) replaced."""
-    if config.method == "cohort":
-        members = [model_cfg, *config.cohort.members[1:]]
-        return dataclasses.replace(config, cohort=dataclasses.replace(config.cohort, members=members))
-    if config.method == "abe":
-        return dataclasses.replace(config, abe=model_cfg)
-    if config.method == "distill":
-        return dataclasses.replace(config, distill=dataclasses.replace(config.distill, student=model_cfg))
-    raise ValueError(f"unknown method {config.method!r}")
-
-
-def config_arch(config: TrainConfig) -> str:
-    """The backbone of the network a config reports (e.g. ``googlenet``, ``bvlc_googlenet``)."""
-    return config_model_config(config).arch
-
-
 def config_model(config: TrainConfig) -> nn.Module:
     """The network whose size a config reports: cohort member 1, the ABE model, or
     the distillation student; random weights (pretrained is switched off)."""
     from benchmark.models import build_abe_model, build_embedding_model
 
-    model_cfg = dataclasses.replace(config_model_config(config), pretrained=False)
+    model_cfg = dataclasses.replace(reported_model(config), pretrained=False)
     if config.method == "abe":
         return build_abe_model(model_cfg, seed=0)
     return build_embedding_model(model_cfg, backbone_seed=0, head_seed=0)

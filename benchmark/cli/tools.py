@@ -12,8 +12,9 @@ from benchmark.errors import ConfigError, UserError
 from benchmark.cli.options import overrides, selection
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from benchmark.config.models import reported_arch
     from benchmark.recipes import Catalog, Context, Resolver, row_runs, select
-    from benchmark.stats import config_arch, config_model_stats
+    from benchmark.stats import config_model_stats
 
     catalog = Catalog()
     ctx = Context(profile=args.profile, overrides=overrides(args))
@@ -32,7 +33,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for col, value in zip(rr.table.columns, row.values):
                 if col.metric in ("params_1e7", "gflops") and value is not None:
                     paper[col.metric] = value
-            out.append({"table": recipe.name, "row": rr.row, "arch": config_arch(cfg), **stats,
+            out.append({"table": recipe.name, "row": rr.row, "arch": reported_arch(cfg), **stats,
                         **{f"paper_{k}": v for k, v in paper.items()}})
     if args.format == "json":
         print(json.dumps([{k: v for k, v in o.items()} for o in out], indent=1))

@@ -28,7 +28,6 @@ One DataFrame row per (cell, variant). Kinds of cells (column ``kind``):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import sys
@@ -39,6 +38,7 @@ import pandas as pd
 
 from benchmark import names as N
 from benchmark.config import load_config
+from benchmark.config.models import reported_arch
 from benchmark.errors import ConfigError, UserError
 from benchmark.recipes import (
     PAPER_PROFILE, Catalog, Context, Recipe, Resolver, Table, cell_bindings, config_hash, select_tables,
@@ -47,6 +47,7 @@ from benchmark.recipes import (
 from benchmark.runner.records import RunRecord
 from benchmark.runner.store import RunStore
 
+from .modelstats import arch_map, stat_variants
 from .stats import t_interval
 
 SELECTION_TEXT = {
@@ -132,61 +133,15 @@ def _model_stats(cfg) -> tuple[Optional[dict], str]:
     if key in _stats_cache:
         return _stats_cache[key], ""
     try:
-        from benchmark.stats import config_arch, config_model_stats
+        from benchmark.stats import config_model_stats
     except ImportError:
         return None, "model statistics unavailable (benchmark.stats is missing)"
     try:
-        stats = {**config_model_stats(cfg), "arch": config_arch(cfg)}
+        stats = {**config_model_stats(cfg), "arch": reported_arch(cfg)}
     except UserError as exc:
         return None, f"model statistics unavailable ({_first_line(exc)})"
     _stats_cache[key] = stats
     return stats, ""
-
-
-def _variant_model_config(paper_cfg, own_cfg, variant_cfg, arch_map: dict[str, str]):
-    """The paper-profile config of a row with a variant's model changes (its
-    fields that differ from the row's own model under the same profile; an arch
-    the profile mapped is mapped back), or None when the variant kept the model."""
-    try:
-        from benchmark.stats import config_model_config, with_model_config
-    except ImportError:
-        return None
-    own, var = config_model_config(own_cfg), config_model_config(variant_cfg)
-    if type(own) is not type(var):
-        return None
-    changes = {f.name: getattr(var, f.name) for f in dataclasses.fields(var)
-               if getattr(var, f.name) != getattr(own, f.name)}
-    changes.pop("pretrained", None)  # counts do not depend on the weights
-    if not changes:
-        return None
-    if "arch" in changes:
-        unmapped = {small: big for big, small in arch_map.items()}
-        changes["arch"] = unmapped.get(changes["arch"], changes["arch"])
-    return with_model_config(paper_cfg, dataclasses.replace(config_model_config(paper_cfg), **changes))
-
-
-def _stat_variants(stat_cells: list[tuple[dict, Any]], run_variants: dict[tuple, dict], profile_arch_map,
-                   own_cfg) -> list[dict]:
-    """One stat record per (stat cell, variant of its row whose runs changed the model)."""
-    out = []
-    for cell, cb, paper_cfg in stat_cells:
-        variants = run_variants.get((cell["paper"], cell["table"], cell["row"]), {})
-        for label, cfg in sorted(variants.items()):
-            if cfg is None:
-                continue
-            vcfg = _variant_model_config(paper_cfg, own_cfg(cb), cfg, profile_arch_map(cb.recipe))
-            if vcfg is None:
-                continue
-            stats, note = _model_stats(vcfg)
-            if stats is not None and (stats["arch"], stats.get(cell["metric"])) == (cell["backbone"], cell["reproduced"]):
-                continue  # a change that leaves the network as it is (e.g. freeze_bn)
-            rec = dict(cell, variant=label, note=note, reproduced=None, n=0, backbone=None)
-            if stats is not None:
-                rec["backbone"] = stats["arch"]
-                if stats.get(cell["metric"]) is not None:
-                    rec["reproduced"], rec["n"] = float(stats[cell["metric"]]), 1
-            out.append(rec)
-    return out
 
 
 def _base_cell(t: Table, row, i: int, col, profile: str, kind: str) -> dict:
@@ -314,14 +269,6 @@ class Collected:
     runs: dict[str, RunRecord] = field(default_factory=dict)  # run id -> the run (its metrics, tags)
 
 
-def _arch_map(recipe: Recipe, profile: str) -> dict[str, str]:
-    """The architecture renames a profile applies to every model of a recipe's jobs."""
-    out: dict[str, str] = {}
-    for prof in recipe.profile_layers(profile):
-        out.update(prof.arch_map)
-    return out
-
-
 def _resolver_cache(catalog: Catalog, profile: str):
     resolver = Resolver(catalog, Context(profile=profile, seeds=[0]))
     cache: dict[tuple, Any] = {}
@@ -385,7 +332,7 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
                 for rec in records_[1:]:
                     run_variants.setdefault((t.paper, t.id, row.name), {})[rec["variant"]] = rec.pop("_config")
                 cells += records_
-    cells += _stat_variants(stat_cells, run_variants, lambda recipe: _arch_map(recipe, profile), own_cfg)
+    cells += stat_variants(stat_cells, run_variants, lambda recipe: arch_map(recipe, profile), own_cfg, _model_stats)
     df = pd.DataFrame(cells, columns=CELL_COLUMNS)
     df.attrs["tracking_uri"] = store.uri
     df.attrs["profile"] = profile

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.config import TrainConfig
+from benchmark.config.models import reported_model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -47,15 +48,10 @@ def config_model(config: TrainConfig) -> nn.Module:
     the distillation student; random weights (pretrained is switched off)."""
     from benchmark.models import build_abe_model, build_embedding_model
 
-    if config.method == "cohort":
-        member = dataclasses.replace(config.cohort.members[0], pretrained=False)
-        return build_embedding_model(member, backbone_seed=0, head_seed=0)
+    model_cfg = dataclasses.replace(reported_model(config), pretrained=False)
     if config.method == "abe":
-        return build_abe_model(dataclasses.replace(config.abe, pretrained=False), seed=0)
-    if config.method == "distill":
-        student = dataclasses.replace(config.distill.student, pretrained=False)
-        return build_embedding_model(student, backbone_seed=0, head_seed=0)
-    raise ValueError(f"unknown method {config.method!r}")
+        return build_abe_model(model_cfg, seed=0)
+    return build_embedding_model(model_cfg, backbone_seed=0, head_seed=0)
 
 
 def config_model_stats(config: TrainConfig) -> dict[str, float]:

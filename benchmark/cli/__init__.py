@@ -27,7 +27,7 @@ State lives in $BENCHMARK_HOME (default ./.benchmark); MLflow tracks to
 $MLFLOW_TRACKING_URI or sqlite:///$BENCHMARK_HOME/mlflow.db.
 """
 
-from benchmark.cli.options import add_executor, add_selection  # noqa: E402
+from benchmark.cli.options import add_executor, add_overrides, add_selection  # noqa: E402
 from benchmark.cli.report import cmd_claims, cmd_paper, cmd_report  # noqa: E402
 from benchmark.cli.run import cmd_plan, cmd_run  # noqa: E402
 from benchmark.cli.tools import cmd_data_check, cmd_list, cmd_perf, cmd_stats, cmd_tune  # noqa: E402
@@ -119,9 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_paper)
 
-    p = sub.add_parser("stats", help="#params and GFLOPs of the models of a selection (no data, no training)")
+    p = sub.add_parser("stats", help="#params and GFLOPs of the models of a selection (no data, no training)",
+                       description="Build each selected row's network (random weights, nothing downloaded) and "
+                                   "count its parameters and multiply-accumulates on one crop_size image, beside "
+                                   "the paper's numbers where the table prints them. --set/--overrides change "
+                                   "the configs as they do for run, e.g. --set abe.arch=bvlc_googlenet for ABE "
+                                   "on the paper's Caffe GoogLeNet.")
     p.add_argument("selector", help=f"recipes: {SELECTOR_HELP}")
     p.add_argument("--profile", default="paper")
+    add_overrides(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_stats)
 

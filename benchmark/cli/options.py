@@ -15,17 +15,29 @@ def add_selection(p: argparse.ArgumentParser, *, seeds: bool = True) -> None:
     p.add_argument("--profile", default="paper", help="paper (default: the papers' settings) or smoke (synthetic data, CPU)")
     if seeds:
         p.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat every run with seeds 0..N-1 (default 1)")
+    add_overrides(p)
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder with the official datasets (CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/)")
+    p.add_argument("--row", dest="rows", action="append", metavar="NAME", help="only this table row (repeatable)")
+    p.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
+                   choices=list(DATASETS), help="only this dataset (repeatable)")
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    """--set and --overrides (read by :func:`overrides`): run, plan, tune, stats."""
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every run, e.g. --set optim.lr=1e-4 (repeatable)")
     p.add_argument("--overrides", action="append", default=[], metavar="FILE",
                    help="YAML file of config overrides, applied before --set: a mapping of config keys to values "
                         "(every selected run), or `scope: {recipe, row, where, dataset}` + `set: {...}` "
                         "(only that run; what `tune` writes)")
-    p.add_argument("--data-root", metavar="DIR",
-                   help="folder with the official datasets (CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/)")
-    p.add_argument("--row", dest="rows", action="append", metavar="NAME", help="only this table row (repeatable)")
-    p.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
-                   choices=list(DATASETS), help="only this dataset (repeatable)")
+
+
+def overrides(args: argparse.Namespace) -> list[tuple]:
+    """The checked override layers of a command's --overrides files and --set flags, in order."""
+    from benchmark.recipes import parse_overrides
+
+    return parse_overrides(args.overrides, args.sets)
 
 
 def add_executor(p: argparse.ArgumentParser, run_options: bool = True) -> None:
@@ -87,7 +99,7 @@ def executor_options(args: argparse.Namespace):
 
 def selection(args: argparse.Namespace):
     """(catalog, recipes, context) of a command's selection options."""
-    from benchmark.recipes import Catalog, Context, parse_overrides, select
+    from benchmark.recipes import Catalog, Context, select
 
     catalog = Catalog()
     recipes = select(catalog, args.selector, args.profile)
@@ -97,7 +109,7 @@ def selection(args: argparse.Namespace):
     seeds = list(range(n))
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"--data-root {args.data_root}: no such folder")
-    ctx = Context(profile=args.profile, seeds=seeds, overrides=parse_overrides(args.overrides, args.sets),
+    ctx = Context(profile=args.profile, seeds=seeds, overrides=overrides(args),
                   rows=args.rows, datasets=args.datasets)
     return catalog, recipes, ctx
 

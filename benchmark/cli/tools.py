@@ -9,14 +9,15 @@ from pathlib import Path
 
 from benchmark.config import DATASETS
 from benchmark.errors import ConfigError, UserError
-from benchmark.cli.options import selection
+from benchmark.cli.options import overrides, selection
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from benchmark.config.models import reported_arch
     from benchmark.recipes import Catalog, Context, Resolver, row_runs, select
     from benchmark.stats import config_model_stats
 
     catalog = Catalog()
-    ctx = Context(profile=args.profile)
+    ctx = Context(profile=args.profile, overrides=overrides(args))
     resolver = Resolver(catalog, ctx)
     out = []
     for recipe in select(catalog, args.selector, args.profile):
@@ -32,7 +33,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for col, value in zip(rr.table.columns, row.values):
                 if col.metric in ("params_1e7", "gflops") and value is not None:
                     paper[col.metric] = value
-            out.append({"table": recipe.name, "row": rr.row, **stats,
+            out.append({"table": recipe.name, "row": rr.row, "arch": reported_arch(cfg), **stats,
                         **{f"paper_{k}": v for k, v in paper.items()}})
     if args.format == "json":
         print(json.dumps([{k: v for k, v in o.items()} for o in out], indent=1))

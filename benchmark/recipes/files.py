@@ -65,6 +65,9 @@ class Profile:
     arch_map: dict[str, str] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-dataset `set`
+    # per-architecture `set`: applied to a job whose models include the arch (as the
+    # recipe and the overrides name it, before arch_map), after `set` and `datasets`
+    arch_set: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,7 +122,7 @@ class Recipe:
 _RECIPE_KEYS = {"extends", "table", "description", "config", "datasets", "rows", "assumed", "profiles"}
 _ROW_KEYS = {"set", "sources", "note", "runs"}
 _RUN_KEYS = {"where", "set", "sources", "note"}
-_PROFILE_KEYS = {"description", "set", "datasets", "arch_map", "models"}
+_PROFILE_KEYS = {"description", "set", "datasets", "arch_map", "arch_set", "models"}
 # Fields a profile's `models` block may set on every model of a job (embedding
 # models and ABE models share their names and types), with their annotation.
 _MODEL_FIELDS = {**typing.get_type_hints(C.ABEConfig), **typing.get_type_hints(C.ModelConfig)}
@@ -162,6 +165,10 @@ def _parse_profile(name: str, data: Any, where: str) -> Profile:
         if ds not in DATASETS:
             raise ConfigError(f"{where}.datasets.{ds}: unknown dataset (known: {', '.join(DATASETS)})")
         datasets[ds] = _layer(layer, f"{where}.datasets.{ds}")
+    raw_arch_set = data.get("arch_set") or {}
+    if not isinstance(raw_arch_set, dict):
+        raise ConfigError(f"{where}.arch_set: expected a mapping of architecture -> layer")
+    arch_set = {str(arch): _layer(layer, f"{where}.arch_set.{arch}") for arch, layer in raw_arch_set.items()}
     return Profile(
         name=name,
         description=str(data.get("description", "")).strip(),
@@ -169,6 +176,7 @@ def _parse_profile(name: str, data: Any, where: str) -> Profile:
         arch_map={str(k): str(v) for k, v in arch_map.items()},
         models=models,
         datasets=datasets,
+        arch_set=arch_set,
     )
 
 

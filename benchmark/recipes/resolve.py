@@ -7,7 +7,11 @@ Layers, in the order they are merged (later wins):
   3. the row's (or run binding's) `set`
   4. for a teacher reference, the reference's `set`
   5. the profile's `set`, then its `datasets.<dataset>` block (every file in the
-     chain that defines the profile, root first)
+     chain that defines the profile, root first), then its `arch_set.<arch>`
+     blocks for the architectures the job's models name once the overrides are
+     on (before arch_map: `--set abe.arch=bvlc_googlenet` picks the block of
+     bvlc_googlenet), so that a flag choosing the backbone brings the profile's
+     settings for it while a flag setting one of those keys still wins
   6. overrides: `--overrides FILE`, then `--set key=value`
   7. data.dataset / data.cropped from the table columns, and the seed
 Then recipe sugar is expanded, the result validated, and the profile's
@@ -65,6 +69,24 @@ def _apply_models(cfg: C.TrainConfig, profiles: list[Profile]) -> C.TrainConfig:
     return walk(cfg)
 
 
+def _named_archs(data: Any) -> set[str]:
+    """Every architecture a merged (not yet expanded) config names: the values of
+    its ``arch`` keys and the items of its ``architectures`` lists, at any depth."""
+    out: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "arch" and isinstance(value, str):
+                out.add(value)
+            elif key == "architectures" and isinstance(value, list):
+                out.update(v for v in value if isinstance(v, str))
+            else:
+                out |= _named_archs(value)
+    elif isinstance(data, list):
+        for item in data:
+            out |= _named_archs(item)
+    return out
+
+
 class Resolver:
     """Resolves recipe rows into validated configs for one context."""
 
@@ -84,16 +106,29 @@ class Resolver:
         data = merge_layer(data, binding.set)
         for layer in extra:
             data = merge_layer(data, layer)
-        for prof in recipe.profile_layers(self.ctx.profile):
+        profiles = recipe.profile_layers(self.ctx.profile)
+        for prof in profiles:
             data = merge_layer(data, prof.set)
             data = merge_layer(data, prof.datasets.get(dataset, {}))
+        layers = []
         for entry in (self.ctx.overrides if overrides else []):
             scope = entry[2] if len(entry) > 2 else None
             if scope is not None:
                 if not scope.matches(recipe.name, binding, dataset, cropped):
                     continue
                 self.scopes_used.add(scope)
-            data = merge_layer(data, entry[1])
+            layers.append(entry[1])
+        if any(prof.arch_set for prof in profiles):
+            probe = data
+            for layer in layers:
+                probe = merge_layer(probe, layer)
+            named = _named_archs(probe)
+            for prof in profiles:
+                for arch, layer in prof.arch_set.items():
+                    if arch in named:
+                        data = merge_layer(data, layer)
+        for layer in layers:
+            data = merge_layer(data, layer)
         data = merge(data, {"seed": seed, "data": {"dataset": dataset}})
         if cropped:
             data = merge(data, {"data": {"cropped": True}})

@@ -16,7 +16,11 @@ from today's recipes; it only asks the recipe which config is the row's own:
 
 One DataFrame row per (cell, variant). Kinds of cells (column ``kind``):
   run       filled by a training run's ``final/<source>/<metric>``
-  stat      model statistics (#params, FLOPs) computed from the paper-profile model
+  stat      model statistics (#params, FLOPs) computed from the paper-profile model;
+            ``backbone`` names its architecture. A variant of the row whose runs
+            changed the model (e.g. ``--set abe.arch=bvlc_googlenet``) gets its own
+            stat record: the paper-profile model with the variant's model changes
+            (a profile's arch_map undone: tiny_bvlc_googlenet -> bvlc_googlenet)
   artifact  figure-only data read from a run artifact (histograms, masks)
   cited     another paper's number: printed as is, never reproduced
   norecipe  the table has no recipe yet: paper numbers only
@@ -34,6 +38,7 @@ import pandas as pd
 
 from benchmark import names as N
 from benchmark.config import load_config
+from benchmark.config.models import reported_arch
 from benchmark.errors import ConfigError, UserError
 from benchmark.recipes import (
     PAPER_PROFILE, Catalog, Context, Recipe, Resolver, Table, cell_bindings, config_hash, select_tables,
@@ -42,6 +47,7 @@ from benchmark.recipes import (
 from benchmark.runner.records import RunRecord
 from benchmark.runner.store import RunStore
 
+from .modelstats import arch_map, stat_variants
 from .stats import t_interval
 
 SELECTION_TEXT = {
@@ -54,11 +60,11 @@ CELL_COLUMNS = [
     "paper", "table", "row", "column", "kind", "cited", "dataset", "metric", "source", "variant",
     "paper_value", "paper_std", "profile", "selection", "series", "run_ids", "seeds", "values", "clean_values",
     "reproduced", "std", "n", "ci_low", "ci_high", "paper_in_ci", "clean", "clean_std", "clean_n", "spread",
-    "clean_spread", "note",
+    "clean_spread", "backbone", "note",
 ]
 REPORT_FIELDS = ["paper", "table", "row", "column", "variant", "cited", "paper_value", "reproduced", "std", "n",
                  "ci_low", "ci_high", "paper_in_ci", "profile", "selection", "clean", "clean_std", "clean_n",
-                 "spread", "kind", "note"]
+                 "spread", "kind", "backbone", "note"]
 
 # A column whose source is the mean over an ensemble's learners: the paper's
 # "±" there is the standard deviation over the learners (not over seeds), which
@@ -121,7 +127,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _model_stats(cfg) -> tuple[Optional[dict], str]:
-    """#params / FLOPs of the paper-profile model (benchmark.stats, imported lazily)."""
+    """#params / FLOPs of the paper-profile model (benchmark.stats, imported lazily),
+    with ``arch``: the backbone they were counted on."""
     key = config_hash(cfg)
     if key in _stats_cache:
         return _stats_cache[key], ""
@@ -130,7 +137,7 @@ def _model_stats(cfg) -> tuple[Optional[dict], str]:
     except ImportError:
         return None, "model statistics unavailable (benchmark.stats is missing)"
     try:
-        stats = config_model_stats(cfg)
+        stats = {**config_model_stats(cfg), "arch": reported_arch(cfg)}
     except UserError as exc:
         return None, f"model statistics unavailable ({_first_line(exc)})"
     _stats_cache[key] = stats
@@ -145,7 +152,7 @@ def _base_cell(t: Table, row, i: int, col, profile: str, kind: str) -> dict:
         "profile": profile, "selection": None, "series": None, "run_ids": [], "seeds": [], "values": [],
         "clean_values": [], "reproduced": None, "std": None, "n": 0, "ci_low": None, "ci_high": None,
         "paper_in_ci": None, "clean": None, "clean_std": None, "clean_n": 0,
-        "spread": None, "clean_spread": None, "note": "",
+        "spread": None, "clean_spread": None, "backbone": None, "note": "",
     }
 
 
@@ -282,6 +289,8 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
     paper_cfg = _resolver_cache(catalog, PAPER_PROFILE)  # model statistics: the paper-size model
     cells: list[dict] = []
     configs: dict[str, list] = {}
+    stat_cells: list[tuple[dict, Any, Any]] = []  # (own stat record, binding, paper-profile config)
+    run_variants: dict[tuple, dict] = {}  # (paper, table, row) -> variant label -> its config (or None)
     for sel in selected:
         t = sel.table
         bindings = cell_bindings(catalog, sel.recipe) if sel.recipe is not None else {}
@@ -303,8 +312,11 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
                     if cb is not None:
                         stats, note = _model_stats(paper_cfg(cb))
                         cell["note"] = note
-                        if stats is not None and stats.get(col.metric) is not None:
-                            cell["reproduced"], cell["n"] = float(stats[col.metric]), 1
+                        if stats is not None:
+                            cell["backbone"] = stats["arch"]
+                            if stats.get(col.metric) is not None:
+                                cell["reproduced"], cell["n"] = float(stats[col.metric]), 1
+                        stat_cells.append((cell, cb, paper_cfg(cb)))
                     cells.append(cell)
                     continue
                 kind = "artifact" if col.is_artifact else "run"
@@ -316,7 +328,11 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
                 base = own_cfg(cb)
                 if not any(c is base for c in table_cfgs):
                     table_cfgs.append(base)
-                cells += _cell_records(cell, cb, base, view.cells.get((t.key, row.name, col.id), []), view)
+                records_ = _cell_records(cell, cb, base, view.cells.get((t.key, row.name, col.id), []), view)
+                for rec in records_[1:]:
+                    run_variants.setdefault((t.paper, t.id, row.name), {})[rec["variant"]] = rec.pop("_config")
+                cells += records_
+    cells += stat_variants(stat_cells, run_variants, lambda recipe: arch_map(recipe, profile), own_cfg, _model_stats)
     df = pd.DataFrame(cells, columns=CELL_COLUMNS)
     df.attrs["tracking_uri"] = store.uri
     df.attrs["profile"] = profile
@@ -344,6 +360,7 @@ def _cell_records(cell: dict, cb, base, entries: list, view: StoreView) -> list[
         label = variant_text(base, cfg) if cfg is not None else None
         rec = dict(cell, series=series, variant=label or f"another config (run {first.record.run_id[:8]})")
         _fill(rec, _by_seed(members), members[0][1] or cb.source, cfg)
+        rec["_config"] = cfg  # read by the row's stat cells, dropped before the DataFrame
         variants.append(rec)
     return out + sorted(variants, key=lambda r: r["variant"])
 

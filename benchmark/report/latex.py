@@ -7,7 +7,7 @@ from typing import Optional
 
 from benchmark.recipes import Table
 
-from .page import PageContext, display_name
+from .page import PageContext, backbones_text, display_name
 from .text import table_lines
 
 # ---------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def latex_table(ctx: PageContext, cells: list[dict]) -> str:
     if any(r.cited for r in t.rows):
         notes.append("\\textsuperscript{\\ddag} cited: another paper's number, not reproduced.")
     if any(c.is_stat for c in t.columns):
-        notes.append("\\#params and FLOPs computed from the paper-profile model.")
+        notes.append(f"\\#params and FLOPs computed from the paper-profile model{tex_escape(backbones_text(cells))}.")
     if ctx.assumed:
         notes.append(f"Settings the paper leaves open: {len(ctx.assumed)}, listed with their reasons on the "
                      f"Markdown page ({tex_escape(t.paper)}/{tex_escape(t.id)}.md).")

@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from benchmark.recipes import Table
 
-from .page import CITED_MARK, DASH, PageContext, footer_markdown, header_markdown
+from .page import CITED_MARK, DASH, PageContext, backbones_text, footer_markdown, header_markdown
 from .text import column_headers, table_lines
 
 def legend_markdown(table: Table, cells: list[dict]) -> list[str]:
@@ -16,8 +16,8 @@ def legend_markdown(table: Table, cells: list[dict]) -> list[str]:
     if any(r.cited for r in table.rows):
         lines.append(f"{CITED_MARK} cited: another paper's number, printed as is and never reproduced.")
     if any(c.is_stat for c in table.columns):
-        lines.append("#params and FLOPs are computed from the paper-profile model (no training); "
-                     "FLOPs count multiply-accumulates.")
+        lines.append("#params and FLOPs are computed from the paper-profile model (no training)"
+                     f"{backbones_text(cells, '`')}; FLOPs count multiply-accumulates.")
     if any(c.get("spread") is not None for c in cells):
         lines.append("Individual-learner cells: ± is the standard deviation over the ensemble's learners, "
                      "as the paper prints it (averaged over seeds); \"seeds ±\" is the one over seeds.")

@@ -48,6 +48,20 @@ class PageContext:
         return self.recipe is not None and (self.profile == "smoke" or self.synthetic)
 
 
+def backbones_text(cells: list[dict], quote: str = "") -> str:
+    """Which backbone the stat cells' numbers were counted on, from the cells:
+    `` on backbone googlenet`` (every row's own line), then the variant lines that
+    counted another network, e.g. ``; variant abe.arch=tiny_bvlc_googlenet: backbone
+    bvlc_googlenet at the paper's size``; "" when no stat cell names one."""
+    stats = [c for c in cells if c.get("kind") == "stat" and c.get("backbone")]
+    own = sorted({c["backbone"] for c in stats if c.get("variant") is None})
+    variants = sorted({(c["variant"], c["backbone"]) for c in stats if c.get("variant") is not None})
+    text = f" on backbone {', '.join(f'{quote}{b}{quote}' for b in own)}" if own else ""
+    for variant, backbone in variants:
+        text += f"; variant {variant}: backbone {quote}{backbone}{quote} at the paper's size"
+    return text
+
+
 def value_text(value: Any) -> str:
     if isinstance(value, str):
         return value

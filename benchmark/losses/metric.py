@@ -123,7 +123,7 @@ def check_loss_config(cfg: LossConfig) -> None:
         R.check_params(R.pml_miners()[cfg.miner], cfg.miner_params, "loss.miner_params", f"miner '{cfg.miner}'")
 
 
-def _build_miner(cfg: LossConfig) -> Optional[nn.Module]:
+def _build_miner(cfg: LossConfig) -> nn.Module | None:
     if cfg.miner is None:
         return None
     if cfg.miner in MINER_PARAMS:  # the papers' miner, built as it always was

@@ -41,8 +41,9 @@ import inspect
 import math
 import re
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from benchmark.errors import ConfigError
 
@@ -66,7 +67,7 @@ class PmlClass:
     params: dict[str, Any]  # parameter -> default (``inspect.Parameter.empty``: required)
     sized: tuple[str, ...]  # parameters the harness fills (SIZED)
 
-    def build(self, params: Mapping[str, Any], classes: Optional[int] = None, dim: Optional[int] = None):
+    def build(self, params: Mapping[str, Any], classes: int | None = None, dim: int | None = None):
         sizes = {"classes": classes, "dim": dim}
         kwargs = {p: sizes[SIZED[p]] for p in self.sized}
         return self.cls(**kwargs, **dict(params))
@@ -162,7 +163,7 @@ def _collect(module: Any, base: type, suffix: str) -> dict[str, PmlClass]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pml_losses() -> dict[str, PmlClass]:
     """Derived name -> every concrete loss pml exports."""
     from pytorch_metric_learning import losses
@@ -170,7 +171,7 @@ def pml_losses() -> dict[str, PmlClass]:
     return _collect(losses, losses.BaseMetricLossFunction, "Loss")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pml_miners() -> dict[str, PmlClass]:
     """Derived name -> every concrete miner pml exports."""
     from pytorch_metric_learning import miners
@@ -198,7 +199,7 @@ def _check_value(key: str, default: Any, value: Any, where: str) -> None:
                           f"got {value!r}")
 
 
-def check_params(entry: PmlClass, params: Optional[Mapping[str, Any]], where: str, what: str) -> dict:
+def check_params(entry: PmlClass, params: Mapping[str, Any] | None, where: str, what: str) -> dict:
     """``params`` checked against ``entry``'s constructor; one-line ConfigError naming the key."""
     params = dict(params or {})
     settable = [p for p in entry.params if p not in entry.sized]

@@ -17,6 +17,8 @@ from benchmark.config.keys import SUGAR, FieldInfo, KeyNotFound, field_at, is_ke
 from benchmark.config.schema import (
     CROPPABLE,
     DATASETS,
+    OWN_LOSSES,
+    OWN_MINERS,
     ABEConfig,
     ArtifactsConfig,
     CohortConfig,
@@ -36,7 +38,7 @@ from benchmark.config.schema import (
 
 __all__ = [
     "ABEConfig", "ArtifactsConfig", "CROPPABLE", "CohortConfig", "DATASETS", "DataConfig", "Dataset",
-    "DistillConfig", "EvalConfig", "FieldInfo", "KeyNotFound", "LossConfig", "ModelConfig", "OptimConfig",
+    "DistillConfig", "EvalConfig", "FieldInfo", "KeyNotFound", "LossConfig", "ModelConfig", "OptimConfig", "OWN_LOSSES", "OWN_MINERS",
     "SUGAR", "ScheduleConfig", "SyntheticConfig", "TemporalConfig", "TrainConfig", "check", "convert",
     "digest", "field_at", "from_dict", "is_key", "load_config", "normalize", "runtime", "semantic_dict",
     "to_dict", "type_name", "values_at",

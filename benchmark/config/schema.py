@@ -125,14 +125,28 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The metric-learning loss L_DML (pytorch-metric-learning where it has it)."""
+    """The metric-learning loss L_DML (pytorch-metric-learning where it has it).
 
-    name: Literal[
-        "triplet", "contrastive", "binomial_deviance", "proxy_nca", "arcface", "abe_contrastive"
-    ] = "triplet"
+    ``name``: one of the papers' six losses (OWN_LOSSES) or any loss class
+    pytorch-metric-learning exports, by its derived snake_case name
+    (benchmark.losses.registry: ``multi_similarity``, ``soft_triple``, ...);
+    ``miner`` likewise. Both are checked, with ``params`` / ``miner_params``
+    against the class's constructor, when the recipe is resolved and again before
+    anything trains (benchmark.losses.metric.check_loss_config): this package
+    depends on the standard library only, so the library's names are not read here.
+    """
+
+    name: str = "triplet"
     params: dict[str, Any] = field(default_factory=dict)
-    miner: Optional[Literal["distance_weighted"]] = None
+    miner: Optional[str] = None
     miner_params: dict[str, Any] = field(default_factory=dict)
+
+
+# The losses of the two papers, defined by the harness (benchmark.losses.metric).
+OWN_LOSSES: tuple[str, ...] = (
+    "triplet", "contrastive", "binomial_deviance", "proxy_nca", "arcface", "abe_contrastive",
+)
+OWN_MINERS: tuple[str, ...] = ("distance_weighted",)
 
 
 @dataclass

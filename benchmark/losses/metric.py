@@ -50,6 +50,7 @@ from benchmark.config import LossConfig
 from benchmark.errors import ConfigError
 
 from . import _params as P
+from . import registry as R
 from .abe import AbeContrastiveLoss
 from .binomial import BinomialDevianceLoss
 
@@ -90,6 +91,51 @@ MINER_PARAMS: dict[str, dict[str, tuple[Any, P.Checker]]] = {
 
 # Losses a pair/triplet miner can feed.
 _MINEABLE = {"triplet", "contrastive"}
+
+
+def check_loss_config(cfg: LossConfig) -> None:
+    """``loss.name``, ``loss.params``, ``loss.miner`` and ``loss.miner_params`` against
+    the harness's six losses and every pml loss and miner (their constructors'
+    parameters); a one-line ConfigError naming the key and listing the valid ones."""
+    name = cfg.name
+    if name in LOSS_PARAMS:
+        P.resolve(cfg.params, LOSS_PARAMS[name], "loss.params", f"loss '{name}'")
+    elif name in R.pml_losses():
+        R.check_params(R.pml_losses()[name], cfg.params, "loss.params", f"loss '{name}'")
+    else:
+        raise ConfigError(f"loss.name: unknown loss {name!r} (known: {', '.join(R.loss_names(tuple(LOSS_PARAMS)))})")
+    if cfg.miner is None:
+        if cfg.miner_params:
+            key = next(iter(cfg.miner_params))
+            raise ConfigError(f"loss.miner_params.{key}: given but loss.miner is not set")
+        return
+    if cfg.miner not in MINER_PARAMS and cfg.miner not in R.pml_miners():
+        raise ConfigError(f"loss.miner: unknown miner {cfg.miner!r} "
+                          f"(known: {', '.join(R.miner_names(tuple(MINER_PARAMS)))})")
+    if name in LOSS_PARAMS and name not in _MINEABLE:
+        raise ConfigError(
+            f"loss.miner: {cfg.miner} mines pairs/triplets for {' or '.join(sorted(_MINEABLE))}, "
+            f"not for loss '{name}'"
+        )
+    if cfg.miner in MINER_PARAMS:
+        P.resolve(cfg.miner_params, MINER_PARAMS[cfg.miner], "loss.miner_params", f"miner '{cfg.miner}'")
+    else:
+        R.check_params(R.pml_miners()[cfg.miner], cfg.miner_params, "loss.miner_params", f"miner '{cfg.miner}'")
+
+
+def _build_miner(cfg: LossConfig) -> nn.Module | None:
+    if cfg.miner is None:
+        return None
+    if cfg.miner in MINER_PARAMS:  # the papers' miner, built as it always was
+        mp = P.resolve(cfg.miner_params, MINER_PARAMS[cfg.miner], "loss.miner_params", f"miner '{cfg.miner}'")
+        return pml_miners.DistanceWeightedMiner(cutoff=mp["cutoff"], nonzero_loss_cutoff=mp["nonzero_loss_cutoff"])
+    entry = R.pml_miners()[cfg.miner]
+    try:
+        return entry.build(cfg.miner_params)
+    except (TypeError, ValueError, AssertionError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ConfigError(f"loss.miner_params: pml {entry.cls.__name__} rejects "
+                          f"{dict(cfg.miner_params)} ({reason})") from None
 
 
 class HadsellContrastiveLoss(pml_losses.ContrastiveLoss):
@@ -141,27 +187,18 @@ def build_metric_loss(cfg: LossConfig, num_classes: int, embedding_dim: int) -> 
     ``loss.miner_params.<key>`` for unknown or bad parameters, and ``loss.miner``
     for a miner on a loss that cannot use one.
     """
+    check_loss_config(cfg)
     name = cfg.name
-    if name not in LOSS_PARAMS:
-        raise ConfigError(f"loss.name: unknown loss {name!r} (known: {', '.join(LOSS_PARAMS)})")
+    miner = _build_miner(cfg)
+    if name not in LOSS_PARAMS:  # any other pytorch-metric-learning loss (benchmark.losses.registry)
+        entry = R.pml_losses()[name]
+        try:
+            loss = entry.build(cfg.params, num_classes, embedding_dim)
+        except (TypeError, ValueError, AssertionError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ConfigError(f"loss.params: pml {entry.cls.__name__} rejects {dict(cfg.params)} ({reason})") from None
+        return MetricLoss(name, loss, miner, num_classes if "num_classes" in entry.sized else None)
     p = P.resolve(cfg.params, LOSS_PARAMS[name], "loss.params", f"loss '{name}'")
-
-    miner = None
-    if cfg.miner is not None:
-        if cfg.miner not in MINER_PARAMS:
-            raise ConfigError(f"loss.miner: unknown miner {cfg.miner!r} (known: {', '.join(MINER_PARAMS)})")
-        if name not in _MINEABLE:
-            raise ConfigError(
-                f"loss.miner: {cfg.miner} mines pairs/triplets for {' or '.join(sorted(_MINEABLE))}, "
-                f"not for loss '{name}'"
-            )
-        mp = P.resolve(cfg.miner_params, MINER_PARAMS[cfg.miner], "loss.miner_params",
-                       f"miner '{cfg.miner}'")
-        miner = pml_miners.DistanceWeightedMiner(cutoff=mp["cutoff"],
-                                                 nonzero_loss_cutoff=mp["nonzero_loss_cutoff"])
-    elif cfg.miner_params:
-        key = next(iter(cfg.miner_params))
-        raise ConfigError(f"loss.miner_params.{key}: given but loss.miner is not set")
 
     if name == "triplet":
         loss = pml_losses.TripletMarginLoss(margin=p["margin"], swap=p["swap"],

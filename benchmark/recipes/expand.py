@@ -31,7 +31,7 @@ def row_runs(catalog: Catalog, recipe: Recipe, ctx: Context) -> list[RowRun]:
     table = catalog.table(recipe.table_key)
     out = []
     for row in table.rows:
-        if row.cited:
+        if row.cited and not (row.name in recipe.rows and recipe.rows[row.name].rerun):
             continue
         if ctx.rows and row.name not in ctx.rows:
             continue
@@ -119,7 +119,7 @@ class CellBinding:
 
 
 def cell_bindings(catalog: Catalog, recipe: Recipe) -> dict[tuple[str, str], CellBinding]:
-    """(row, column id) -> how the recipe fills that cell, for every non-cited row."""
+    """(row, column id) -> how the recipe fills that cell, for every non-cited or re-run row."""
     out: dict[tuple[str, str], CellBinding] = {}
     for rr in row_runs(catalog, recipe, Context()):
         for c in rr.columns:

@@ -55,6 +55,11 @@ class RowRecipe:
     name: str
     bindings: list[Binding]
     note: str = ""
+    # A re-run of a cited row (another paper's method under this paper's protocol):
+    # the table keeps the cited number, the report prints the re-run beside it.
+    rerun: bool = False
+    stated: dict[str, str] = field(default_factory=dict)  # key -> where the cited paper states it
+    assumed: dict[str, str] = field(default_factory=dict)  # key -> why (the cited paper leaves it open)
 
 
 @dataclass
@@ -120,7 +125,7 @@ class Recipe:
 
 
 _RECIPE_KEYS = {"extends", "table", "description", "config", "datasets", "rows", "assumed", "profiles"}
-_ROW_KEYS = {"set", "sources", "note", "runs"}
+_ROW_KEYS = {"set", "sources", "note", "runs", "rerun", "stated", "assumed"}
 _RUN_KEYS = {"where", "set", "sources", "note"}
 _PROFILE_KEYS = {"description", "set", "datasets", "arch_map", "arch_set", "models"}
 # Fields a profile's `models` block may set on every model of a job (embedding
@@ -222,7 +227,20 @@ def _parse_row(name: str, data: Any, where: str) -> RowRecipe:
             where={}, set=_layer(data.get("set"), f"{where}.set"),
             sources=_parse_sources(data.get("sources"), f"{where}.sources"), label=where, row=name,
         )]
-    return RowRecipe(name=name, bindings=bindings, note=str(data.get("note", "")).strip())
+    rerun = data.get("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ConfigError(f"{where}.rerun: expected true/false, got {rerun!r}")
+    notes = {}
+    for key in ("stated", "assumed"):
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}.{key}: expected a mapping of config key -> text")
+        for k in value:
+            if not C.is_key(str(k)):
+                raise ConfigError(f"{where}.{key}.{k}: not a config key")
+        notes[key] = {str(k): " ".join(str(v).split()) for k, v in value.items()}
+    return RowRecipe(name=name, bindings=bindings, note=str(data.get("note", "")).strip(), rerun=rerun,
+                     stated=notes["stated"], assumed=notes["assumed"])
 
 
 class Catalog:
@@ -359,8 +377,11 @@ class Catalog:
         for name in recipe.rows:
             if name not in [r.name for r in table.rows]:
                 raise ConfigError(f"{recipe.path}: rows.{name}: not a row of {table.path}")
-            if table.row(name).cited:
-                raise ConfigError(f"{recipe.path}: rows.{name}: a cited row is never run")
+            if table.row(name).cited and not recipe.rows[name].rerun:
+                raise ConfigError(f"{recipe.path}: rows.{name}: a cited row is never run (unless it is "
+                                  f"re-run under this paper's protocol: rerun: true)")
+            if recipe.rows[name].rerun and not table.row(name).cited:
+                raise ConfigError(f"{recipe.path}: rows.{name}.rerun: only a cited row is re-run")
         for name in own:
             if name not in recipe.rows:
                 raise ConfigError(f"{recipe.path}: rows: no recipe for row '{name}' of {table.path}")

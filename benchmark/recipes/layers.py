@@ -79,7 +79,8 @@ def merge_layer(base: dict, top: dict) -> dict:
     """Merge a config layer: :func:`merge`, except that a layer switching the loss
     (`loss.name`), the miner (`loss.miner`) or the distillation loss (`distill.loss`)
     to another value drops the parameters given for the previous one, so a
-    contrastive row never inherits the triplet's `margin`. A layer that keeps the
+    contrastive row never inherits the triplet's `margin` (and a loss switch that
+    names no miner drops the previous loss's miner). A layer that keeps the
     choice (e.g. `--set loss.params.margin=0.3`) still merges key by key."""
     base = copy.deepcopy(base)
     for section, selector, params in _SWITCHES:
@@ -87,6 +88,13 @@ def merge_layer(base: dict, top: dict) -> dict:
         if isinstance(old, dict) and isinstance(new, dict) and selector in new:
             if new[selector] != old.get(selector, _MISSING) and params in old:
                 old[params] = {}
+    # The miner belongs to the loss it samples for (DM²'s distance-weighted sampling is
+    # the triplet's): a layer switching loss.name without naming a miner drops it, so
+    # `--set loss.name=multi_similarity` trains that loss alone on the whole batch.
+    old, new = base.get("loss"), top.get("loss")
+    if (isinstance(old, dict) and isinstance(new, dict) and "name" in new and "miner" not in new
+            and new["name"] != old.get("name", _MISSING) and old.get("miner") is not None):
+        old["miner"], old["miner_params"] = None, {}
     return merge(base, top)
 
 
@@ -141,6 +149,22 @@ def check_layer(layer: Any, where: str, cls: type = C.TrainConfig) -> None:
             check_layer(value, kw, info.base)
         else:
             C.convert(value, info.annotation, kw)
+            if info.owner is C.LossConfig and info.name in ("name", "miner"):
+                check_loss_choice(info.name, value, kw)
+
+
+def check_loss_choice(name: str, value: Any, where: str) -> None:
+    """``loss.name`` / ``loss.miner``: one of the papers' own or a pytorch-metric-learning
+    class's derived name; the library is read only for a name outside the papers' own."""
+    own = C.OWN_LOSSES if name == "name" else C.OWN_MINERS
+    if value is None or value in own:
+        return
+    from benchmark.losses import registry as R
+
+    if name == "name" and value not in R.pml_losses():
+        raise ConfigError(f"{where}: unknown loss {value!r} (known: {', '.join(R.loss_names(own))})")
+    if name == "miner" and value not in R.pml_miners():
+        raise ConfigError(f"{where}: unknown miner {value!r} (known: {', '.join(R.miner_names(own))})")
 
 
 def expand_sugar(data: dict, where: str) -> dict:

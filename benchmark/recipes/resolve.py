@@ -87,6 +87,23 @@ def _named_archs(data: Any) -> set[str]:
     return out
 
 
+def _check_losses(cfg: C.TrainConfig, label: str) -> None:
+    """A pytorch-metric-learning loss or miner (any name outside the papers' own) and
+    its parameters against the class's constructor, now rather than at preflight
+    (`plan` too); the papers' own losses are checked when preflight builds them, so
+    resolving them never imports the library."""
+    while cfg is not None:
+        loss = cfg.loss
+        if loss.name not in C.OWN_LOSSES or (loss.miner is not None and loss.miner not in C.OWN_MINERS):
+            from benchmark.losses.metric import check_loss_config
+
+            try:
+                check_loss_config(loss)
+            except ConfigError as exc:
+                raise ConfigError(f"{label}: {exc}") from None
+        cfg = cfg.distill.teacher if cfg.distill is not None else None
+
+
 class Resolver:
     """Resolves recipe rows into validated configs for one context."""
 
@@ -158,6 +175,7 @@ class Resolver:
         data = self.merged(recipe, binding, dataset, cropped, seed, extra, depth, overrides)
         label = self._label(binding, dataset, cropped, seed)
         cfg = C.load_config(data, label)
+        _check_losses(cfg, label)
         cfg = _apply_models(cfg, recipe.profile_layers(self.ctx.profile))
         return C.normalize(cfg)
 

@@ -22,7 +22,9 @@ One DataFrame row per (cell, variant). Kinds of cells (column ``kind``):
             stat record: the paper-profile model with the variant's model changes
             (a profile's arch_map undone: tiny_bvlc_googlenet -> bvlc_googlenet)
   artifact  figure-only data read from a run artifact (histograms, masks)
-  cited     another paper's number: printed as is, never reproduced
+  cited     another paper's number: printed as is; where the recipe re-runs the
+            row under this paper's protocol (``rerun: true``), ``reproduced`` is the
+            re-run's and ``paper_value`` stays the cited number
   norecipe  the table has no recipe yet: paper numbers only
 """
 
@@ -298,7 +300,17 @@ def collect_tables(catalog: Catalog, selected: list[Selected], profile: str, sto
         for row in t.rows:
             for i, col in enumerate(t.columns):
                 if row.cited:
-                    cells.append(_base_cell(t, row, i, col, profile, "cited"))
+                    cb = bindings.get((row.name, col.id))
+                    cell = _base_cell(t, row, i, col, profile, "cited")
+                    if cb is None or col.is_stat:
+                        cells.append(cell)
+                        continue
+                    # a cited row re-run under this paper's protocol: the cell stays cited
+                    # (paper_value is the cited number), `reproduced` is the re-run's
+                    base = own_cfg(cb)
+                    if not any(c is base for c in table_cfgs):
+                        table_cfgs.append(base)
+                    cells += _cell_records(cell, cb, base, view.cells.get((t.key, row.name, col.id), []), view)
                     continue
                 if sel.recipe is None:
                     cell = _base_cell(t, row, i, col, profile, "norecipe")

@@ -15,6 +15,11 @@ def legend_markdown(table: Table, cells: list[dict]) -> list[str]:
              f"{DASH}: not printed by the paper, or nothing ran."]
     if any(r.cited for r in table.rows):
         lines.append(f"{CITED_MARK} cited: another paper's number, printed as is and never reproduced.")
+    if any(c["cited"] and c.get("series") for c in cells):
+        lines.append(f"A {CITED_MARK} row with a \"re-run\" line: the cited method trained again under this "
+                     "paper's protocol (its backbone, augmentation, schedule and optimiser, the method's own "
+                     "stated hyperparameters; see \"Re-run rows\" below); \"cited\" is the number its own "
+                     "paper printed.")
     if any(c.is_stat for c in table.columns):
         lines.append("#params and FLOPs are computed from the paper-profile model (no training)"
                      f"{backbones_text(cells, '`')}; FLOPs count multiply-accumulates.")
@@ -25,6 +30,19 @@ def legend_markdown(table: Table, cells: list[dict]) -> list[str]:
         lines.append("reproduced (best on test): the evaluation with the best test Recall@1 (the paper's "
                      "protocol); clean (last eval.): the last evaluation of the same runs.")
     return [" ".join(lines), ""]
+
+
+def rerun_markdown(ctx: PageContext) -> list[str]:
+    """The re-run cited rows: what the cited paper states and what is assumed."""
+    rows = [r for r in (ctx.recipe.rows.values() if ctx.recipe is not None else []) if r.rerun]
+    if not rows:
+        return []
+    out = ["Re-run rows (cited methods under this paper's protocol):", ""]
+    for r in rows:
+        out.append(f"- **{r.name}**: {r.note}" if r.note else f"- **{r.name}**")
+        out += [f"  - stated: `{k}`: {v}" for k, v in r.stated.items()]
+        out += [f"  - assumed: `{k}`: {v}" for k, v in r.assumed.items()]
+    return out + [""]
 
 
 def markdown_table(table: Table, cells: list[dict], *, with_paper: bool = True, has_recipe: bool = True) -> str:
@@ -42,6 +60,7 @@ def render_markdown(ctx: PageContext, cells: list[dict]) -> str:
     parts = header_markdown(ctx)
     parts += [markdown_table(t, cells, has_recipe=ctx.recipe is not None), ""]
     parts += legend_markdown(t, cells)
+    parts += rerun_markdown(ctx)
     parts += [f"LaTeX: [{t.id}.tex]({t.id}.tex)", ""]
     parts += footer_markdown(ctx)
     return "\n".join(parts).rstrip() + "\n"

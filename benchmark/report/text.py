@@ -6,7 +6,9 @@ mean ± sample std (n seeds), the difference reproduced − paper, and, when run
 logged the clean fixed-budget protocol beside the paper's best-on-test
 selection, the clean numbers and their difference. Then one line per variant
 of the row (a config that differs from the recipe's, e.g. made with --set),
-labelled by what it changed. Cited rows print the paper's numbers only.
+labelled by what it changed. Cited rows print the paper's numbers only, unless
+the recipe re-runs them under the paper's protocol (``rerun: true``): then the
+cited number, the re-run and their difference, each line labelled as such.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class Line:
 
 def table_lines(table: Table, cells: list[dict], *, tex: bool = False, with_paper: bool = True,
                 has_recipe: bool = True) -> list[Line]:
+    protocol = {"dm2": "DM²", "abe": "ABE"}.get(table.paper, table.paper.upper())
+    if tex:
+        protocol = protocol.replace("²", "$^2$")
     by_key = {(c["row"], c["column"]): c for c in cells if c.get("variant") is None}
     variants: dict[str, dict[str, dict[str, dict]]] = {}  # row -> variant -> column -> cell
     for c in cells:
@@ -137,7 +142,14 @@ def table_lines(table: Table, cells: list[dict], *, tex: bool = False, with_pape
             return [getattr(t, attr) if t is not None else DASH for t in texts]
 
         kinds: list[tuple[str, str]] = []
-        if with_paper:
+        rerun = row.cited and has_recipe and any(c is not None and c.get("series") for c in row_cells)
+        if rerun:  # a cited row re-run under this paper's protocol: both numbers, marked
+            if with_paper:
+                kinds.append(("paper", "cited (its own protocol)"))
+            kinds.append(("reproduced", f"re-run ({protocol} protocol)"))
+            if with_paper:
+                kinds.append(("diff", r"$\Delta$ re-run $-$ cited" if tex else "Δ re-run − cited"))
+        elif with_paper:
             kinds.append(("paper", "paper"))
         if not row.cited and has_recipe:
             run_sel = sorted({c["selection"] for c in row_cells
@@ -153,7 +165,7 @@ def table_lines(table: Table, cells: list[dict], *, tex: bool = False, with_pape
         for j, (kind, label) in enumerate(kinds):
             out.append(Line(row=name if j == 0 else "", labels=labels if j == 0 else empty, kind=kind,
                             label=label, values=vals(kind), cited=row.cited, first=j == 0))
-        if has_recipe and not row.cited:
+        if has_recipe and (not row.cited or rerun):
             for variant, by_col in sorted(variants.get(row.name, {}).items()):
                 values = [cell_text(by_col[col.id], decs[i], tex, sdecs[i]).reproduced if col.id in by_col else DASH
                           for i, col in enumerate(table.columns)]

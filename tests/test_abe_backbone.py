@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # sha256 (first 16 hex) of the sorted run hashes of `plan <paper> --profile <profile>`,
 # taken before the backbone field, arch_set and stats --set were added: none of
-# them may move a run. A deliberate identity change updates these.
+# them may move a run. A deliberate identity change updates these. Runs made only
+# for cited rows re-run under a paper's protocol (`rerun: true`, added later, issue
+# 16) are new runs and left out.
 PINNED = {
     ("abe", "paper"): "a495ba51d02f6e6f",
     ("abe", "smoke"): "0662320cf8d90440",
@@ -53,9 +55,14 @@ def _digest(specs) -> str:
     return hashlib.sha256("\n".join(sorted(s.hash for s in specs)).encode()).hexdigest()[:16]
 
 
+def _only_reruns(catalog, spec) -> bool:
+    return all(catalog.recipe(f"{c.paper}/{c.table}").rows[c.row].rerun for c in spec.cells)
+
+
 @pytest.mark.parametrize("paper,profile", sorted(PINNED))
 def test_todays_runs_keep_their_hashes(catalog, paper, profile):
-    assert _digest(_specs(catalog, paper, profile)) == PINNED[(paper, profile)]
+    specs = [s for s in _specs(catalog, paper, profile) if not _only_reruns(catalog, s)]
+    assert _digest(specs) == PINNED[(paper, profile)]
 
 
 def test_the_backbone_is_one_assumed_field_defaulting_to_torchvision(catalog):

@@ -298,7 +298,9 @@ def test_a_diverging_run_stops_in_one_line_naming_the_epoch(tmp_path, monkeypatc
     cfg = _tiny_job(tmp_path)
     with pytest.raises(TrainingDiverged) as err:
         train(cfg, MemoryLogger(), tmp_path / "w", progress=False)
-    assert "loss is nan at iteration 1 of epoch 2" in str(err.value) and "\n" not in str(err.value)
+    # losses stay on the device and are read every READ_EVERY steps and at the end of an
+    # epoch: the NaN of iteration 1 is seen at the epoch's end (iteration 2), no later
+    assert "loss is nan by iteration 2 of epoch 2" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_dry_build_catches_impossible_shapes_names_and_parameters(tmp_path):

@@ -37,7 +37,8 @@ class Precision:
 
     def autocast(self):
         """Context for a network's forward pass."""
-        if self.dtype is None:
+        # 'meta' (the shape-only dry build before a run) has no autocast; shapes are the same
+        if self.dtype is None or self.device.type == "meta":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 

@@ -121,7 +121,11 @@ if all_k:
 else:
     m = retrieval_metrics(x, y, [1], map_r=False)
 s, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(json.dumps({"s": s, "cpu_s": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "metrics": m}))
+# VmHWM: this process's own peak. (ru_maxrss is not: Linux carries it over exec, so a child
+# started by a large parent would report the parent's peak.)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"s": s, "cpu_s": cpu, "peak_mb": peak, "metrics": m}))
 """
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import evaluate as E
+from benchmark.evaluate import tiles
 from benchmark.evaluate import map_at_r, query_gallery_metrics, recall_at_k, retrieval_metrics
 
 
@@ -38,7 +38,7 @@ def _brute(q, ql, g, gl, ks, exclude_self):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    monkeypatch.setattr(E, "_MAX_TILE", 200)  # several column strips per row block
+    monkeypatch.setattr(tiles, "MAX_TILE", 200)  # several column strips per row block
 
 
 @pytest.mark.parametrize("block", [7, 32, 1000])

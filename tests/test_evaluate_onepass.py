@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from benchmark import evaluate as E
+from benchmark.evaluate import onepass, tiles
 from benchmark.evaluate import query_gallery_metrics, retrieval_metrics
 
 
@@ -43,7 +44,7 @@ def _check(got, expected):
 
 @pytest.mark.parametrize("block", [4, 16, 1000])
 def test_ties_count_in_the_positives_favour(block, monkeypatch):
-    monkeypatch.setattr(E, "_MAX_TILE", 64)
+    monkeypatch.setattr(tiles, "MAX_TILE", 64)
     g = torch.Generator().manual_seed(block)
     # integer points on a small grid: many exactly equal distances, exact in float32
     x = torch.randint(0, 3, (90, 2), generator=g).float()
@@ -70,7 +71,7 @@ def test_duplicates_of_the_query_rank_as_positives_first():
 @pytest.mark.parametrize("block", [8, 50, 4096])
 @pytest.mark.parametrize("clustered", [False, True])
 def test_one_pass_equals_the_top_k_fallback_without_ties(block, clustered, monkeypatch):
-    monkeypatch.setattr(E, "_MAX_TILE", 500)
+    monkeypatch.setattr(tiles, "MAX_TILE", 500)
     g = torch.Generator().manual_seed(block + clustered)
     n, classes = 400, 40
     y = torch.randint(0, classes, (n,), generator=g)
@@ -79,7 +80,7 @@ def test_one_pass_equals_the_top_k_fallback_without_ties(block, clustered, monke
         x = x * 0.3 + torch.randn(classes, 16, generator=g)[y]
     ks = [1, 2, 4, 8, 10, 100, 399, 1000]
     one_pass = retrieval_metrics(x, y, ks, block_size=block)
-    monkeypatch.setattr(E, "_MAX_POSITIVE_PAIRS", 0)  # force the top-K path
+    monkeypatch.setattr(tiles, "MAX_POSITIVE_PAIRS", 0)  # force the top-K path
     fallback = retrieval_metrics(x, y, ks, block_size=block)
     _check(one_pass, fallback)
     _check(one_pass, _brute_tie_rule(x, y, x, y, ks, True))
@@ -94,9 +95,9 @@ def test_an_inexact_matrix_product_falls_back_and_stays_right(monkeypatch):
     ks = [1, 4, 16]
     expected = _brute_tie_rule(x, y, x, y, ks, True)
     used = []
-    real = E._topk_matches
-    monkeypatch.setattr(E, "_gamma", lambda n, dtype: 0.0)
-    monkeypatch.setattr(E, "_topk_matches", lambda *a, **k: used.append(1) or real(*a, **k))
+    real = E.topk_matches
+    monkeypatch.setattr(onepass, "gamma", lambda n, dtype: 0.0)
+    monkeypatch.setattr(E, "topk_matches", lambda *a, **k: used.append(1) or real(*a, **k))
     _check(retrieval_metrics(x, y, ks, block_size=32), expected)
     assert used, "the one-pass counts were trusted with intervals that cannot hold the tile values"
 

@@ -14,7 +14,11 @@ def test_multiview_measurement_reports_its_parts(transform):
     assert transform in out["multiview_setup"]
     d, v = out["decode_ms_per_image"], out["view_ms_reused_buffer"]
     assert d > 0 and v > 0 and out["data_1_view_s_per_batch"] > 0
-    assert out["multiview_ratio_floor_decode_and_views_only"] == pytest.approx((d + 4 * v) / (d + v), abs=0.01)
+    # d and v are printed rounded to 0.001 ms, the floor from the unrounded times: at these
+    # tiny sizes the rounding alone moves (d + 4v) / (d + v) by more than 0.01
+    h = 0.0005
+    bounds = [(dd + 4 * vv) / (dd + vv) for dd in (max(d - h, 1e-9), d + h) for vv in (max(v - h, 1e-9), v + h)]
+    assert min(bounds) - 0.001 <= out["multiview_ratio_floor_decode_and_views_only"] <= max(bounds) + 0.001
     assert out["multiview_data_ratio"] == pytest.approx(
         out["data_4_views_s_per_batch"] / out["data_1_view_s_per_batch"], rel=0.05)
 

@@ -106,6 +106,17 @@ def measure_cohort_step(steps: int = 24, arch: str = "tiny_inception", image: in
     }
 
 
+def paper_like_data(image: int, crop: int, batch: int, transform: str) -> C.DataConfig:
+    """The training data the data-pipeline measurements share: synthetic JPEGs of ``image`` px
+    (24 classes of 12), P x K batches of 5 images per class, one process, DM²'s multi-resolution range."""
+    return C.DataConfig(
+        dataset="cub200",
+        synthetic=C.SyntheticConfig(classes=24, images_per_class=12, image_size=image),
+        batch_size=batch, images_per_class=5, resize_size=max(image, crop), crop_size=crop, num_workers=0,
+        train_transform=transform, multires_range=(0.8, 1.8),
+    )
+
+
 def measure_multiview(batches: int = 6, image: int = 500, crop: int = 256, batch: int = 30,
                       transform: str = "multi_resolution_crop") -> dict:
     """Batches with 4 views per image vs 1 view, same images, same sampler.
@@ -123,12 +134,7 @@ def measure_multiview(batches: int = 6, image: int = 500, crop: int = 256, batch
     from benchmark.data.rng import SplitMix64
     from benchmark.data.transforms import TrainTransform, load_image
 
-    data = C.DataConfig(
-        dataset="cub200",
-        synthetic=C.SyntheticConfig(classes=24, images_per_class=12, image_size=image),
-        batch_size=batch, images_per_class=5, resize_size=max(image, crop), crop_size=crop, num_workers=0,
-        train_transform=transform, multires_range=(0.8, 1.8),
-    )
+    data = paper_like_data(image, crop, batch, transform)
     with tempfile.TemporaryDirectory() as tmp:
         splits = prepare_splits(data, Path(tmp))
         times = {}

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from benchmark import config as C
 
 
 def measure_decoded_cache(batches: int = 6, image: int = 500, crop: int = 256, batch: int = 30, views: int = 4,
@@ -27,13 +26,9 @@ def measure_decoded_cache(batches: int = 6, image: int = 500, crop: int = 256, b
     two paths gave the same bytes.
     """
     from benchmark.data import TrainBatches, prepare_splits
+    from benchmark.perf import paper_like_data
 
-    data = C.DataConfig(
-        dataset="cub200",
-        synthetic=C.SyntheticConfig(classes=24, images_per_class=12, image_size=image),
-        batch_size=batch, images_per_class=5, resize_size=max(image, crop), crop_size=crop, num_workers=0,
-        train_transform=transform, multires_range=(0.8, 1.8),
-    )
+    data = paper_like_data(image, crop, batch, transform)
     with tempfile.TemporaryDirectory() as tmp:
         splits = prepare_splits(data, Path(tmp))
         decoding = TrainBatches(data, splits.train, views=views, seed=0)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmark.errors import ConfigError
-from benchmark.recipes.yamlio import load_yaml
+from benchmark.recipes.yamlio import item_mapping, load_yaml
 
 RELATIONS = ("greater", "within", "no_effect", "monotone", "highest", "ratio_at_most")
 PAIRWISE = ("greater", "within", "no_effect", "ratio_at_most")
@@ -109,11 +109,7 @@ def load_claims(path: Path, catalog) -> list[Claim]:
     seen: set[str] = set()
     for i, c in enumerate(data["claims"]):
         cw = f"{where}: claims[{i}]"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{cw}: expected a mapping")
-        unknown = set(c) - _KEYS
-        if unknown:
-            raise ConfigError(f"{cw}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(_KEYS))})")
+        item_mapping(c, cw, _KEYS)
         for key in ("id", "section", "source", "table", "relation"):
             if not isinstance(c.get(key), str) or not c[key].strip():
                 raise ConfigError(f"{cw}.{key}: required, a string")

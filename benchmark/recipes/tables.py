@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from benchmark.config import DATASETS
 from benchmark.errors import ConfigError
-from benchmark.recipes.yamlio import load_yaml
+from benchmark.recipes.yamlio import item_mapping, load_yaml
 
 DATASET_NAMES = {
     "cub200": "CUB-200-2011",
@@ -137,11 +137,7 @@ def load_table(path: Path) -> Table:
     columns = []
     for i, c in enumerate(data["columns"] or []):
         cw = f"{where}: columns[{i}]"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{cw}: expected a mapping")
-        unknown = set(c) - _COLUMN_KEYS
-        if unknown:
-            raise ConfigError(f"{cw}.{sorted(unknown)[0]}: unknown key")
+        item_mapping(c, cw, _COLUMN_KEYS)
         for key in ("id", "dataset", "metric", "source"):
             if key not in c:
                 raise ConfigError(f"{cw}.{key}: missing")

@@ -51,3 +51,14 @@ def parse_scalar(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
+
+
+def item_mapping(item: Any, where: str, known: set[str]) -> dict:
+    """A list item of a YAML file that must be a mapping with only ``known`` keys; one-line
+    errors naming ``where`` (e.g. "tables/dm2/claims.yaml: claims[3]") and the valid keys."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(item) - known
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+    return item
